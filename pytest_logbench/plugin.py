@@ -1,0 +1,1 @@
+"""The pytest entry point of logbench: options, markers and fixtures are registered here."""
