@@ -1,1 +1,165 @@
-"""The pytest entry point of logbench: options, markers and fixtures are registered here."""
+"""The pytest entry point of logbench: options, ini keys, markers and fixtures, in one place.
+
+Fixtures:
+    broker_factory  start reference brokers with options (``copy=True``, ``tls=True``, ...)
+    broker          one fresh reference broker (or the external cluster) per test
+    page_cache      evict / warm / residency of files or of a broker's segments
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_logbench import hookspecs
+from pytest_logbench.brokers import BrokerOptions, ExternalBroker, LocalOnly, ReferenceBroker
+
+MARKERS = {
+    "slow": "slow: takes more than a few seconds; still run in CI",
+    "logbench_local": "logbench_local: needs a broker process on this machine (kill, restart, "
+    "page cache, memory budget); skipped against an external cluster without "
+    "--logbench-log-dir",
+}
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("logbench", "logbench: Kafka page cache and zero-copy measurements")
+    group.addoption(
+        "--logbench-bootstrap", metavar="HOST:PORT", default=None,
+        help="run broker fixtures against this external Kafka cluster instead of starting "
+        "reference brokers (ini: logbench_bootstrap)",
+    )
+    group.addoption(
+        "--logbench-log-dir", metavar="DIR", default=None,
+        help="where the external broker keeps its data, enabling page-cache fixtures against it "
+        "(ini: logbench_log_dir)",
+    )
+    group.addoption(
+        "--logbench-keep-data", action="store_true", default=False,
+        help="keep the reference brokers' log dirs after the tests (they are deleted otherwise)",
+    )
+    parser.addini("logbench_bootstrap", "external cluster address (see --logbench-bootstrap)")
+    parser.addini("logbench_log_dir", "external broker data dir (see --logbench-log-dir)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS.values():
+        config.addinivalue_line("markers", line)
+    bootstrap = _setting(config, "bootstrap")
+    port = bootstrap.rsplit(":", 1)[-1] if bootstrap else ""
+    if bootstrap is not None and (":" not in bootstrap or not port.isdigit()):
+        raise pytest.UsageError(
+            f"--logbench-bootstrap expects HOST:PORT, got {bootstrap!r}"
+        )
+    log_dir = _setting(config, "log_dir")
+    if log_dir is not None and not Path(log_dir).is_dir():
+        raise pytest.UsageError(f"--logbench-log-dir {log_dir!r} is not a directory")
+
+
+def _setting(config: pytest.Config, name: str) -> str | None:
+    value = config.getoption(f"logbench_{name}") or config.getini(f"logbench_{name}")
+    return value or None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_logbench_launch_broker(log_dir: Path, options: BrokerOptions, work_dir: Path) -> Any:
+    """The default launcher: a reference broker subprocess."""
+    return ReferenceBroker(log_dir, options, work_dir=work_dir)
+
+
+BrokerFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
+    """Start brokers with options; all are stopped and their data removed at teardown.
+
+    ``broker_factory(copy=True, segment_bytes=1 << 20)`` takes the fields of
+    ``BrokerOptions``. Against an external cluster it returns the cluster (options that need
+    a local process skip the test).
+    """
+    config = request.config
+    external = _setting(config, "bootstrap")
+    work_root = Path(tempfile.mkdtemp(prefix="logbench-"))
+    started: list[Any] = []
+    budgets: list[Any] = []
+
+    def start(**changes: Any) -> Any:
+        options = BrokerOptions().with_(**changes)
+        if external is not None:
+            local_needs = [k for k in ("copy", "tls", "memory_limit_bytes") if changes.get(k)]
+            if local_needs:
+                pytest.skip(f"options {local_needs} need a reference broker started by logbench;"
+                            f" this run uses the external cluster at {external}")
+            log_dir = _setting(config, "log_dir")
+            return ExternalBroker(external, Path(log_dir) if log_dir else None)
+        log_dir = work_root / f"broker{len(started)}"
+        broker = config.hook.pytest_logbench_launch_broker(
+            log_dir=log_dir, options=options, work_dir=work_root
+        )
+        if options.memory_limit_bytes is not None:
+            budgets.append(_attach_memory_budget(broker, options.memory_limit_bytes))
+        broker.after_start.append(lambda b: config.hook.pytest_logbench_broker_ready(broker=b))
+        started.append(broker)
+        return broker.start()
+
+    try:
+        yield start
+    finally:
+        errors = []
+        for broker in reversed(started):
+            try:
+                broker.stop()
+            except Exception as exc:  # keep stopping the others
+                errors.append(f"{broker}: {exc}")
+        for budget in budgets:
+            budget.close()
+        if not config.getoption("logbench_keep_data"):
+            shutil.rmtree(work_root, ignore_errors=True)
+        if errors:
+            raise RuntimeError("stopping brokers failed: " + "; ".join(errors))
+
+
+def _attach_memory_budget(broker: Any, limit_bytes: int) -> Any:
+    from pytest_logbench.memory import MemoryBudget, cgroup_support
+
+    supported, reason = cgroup_support()
+    if not supported:
+        pytest.skip(f"memory budget unavailable: {reason}")
+    budget = MemoryBudget(limit_bytes)
+    broker.memory_budget = budget
+    broker.after_start.append(lambda b: budget.add(b.pid))
+    return budget
+
+
+@pytest.fixture
+def broker(broker_factory: BrokerFactory) -> Any:
+    """A fresh reference broker in its own temporary log dir (or the external cluster)."""
+    return broker_factory()
+
+
+@pytest.fixture
+def page_cache() -> Any:
+    """Page-cache controls: ``evict``, ``warm``, ``residency`` of paths or of a broker's
+    segment files (``page_cache.residency(broker)``)."""
+    from pytest_logbench.pagecache import PageCache
+
+    return PageCache()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Iterator[None]:
+    """Turn ``LocalOnly`` from an external cluster into a skip with its reason."""
+    try:
+        return (yield)
+    except LocalOnly as exc:
+        pytest.skip(str(exc))

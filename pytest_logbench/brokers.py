@@ -1,0 +1,337 @@
+"""Brokers as tests see them: a reference broker subprocess, or an external cluster by address.
+
+A test talks to a broker only through its bootstrap address, so the same test runs against the
+reference broker and a real Kafka cluster. What only a local process allows (page cache of its
+log dir, SIGKILL, restart, a memory budget) is on ``ReferenceBroker`` alone; ``ExternalBroker``
+raises ``LocalOnly`` for it, which the fixtures turn into a skip with the reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+READY_PREFIX = "READY "
+STDERR_TAIL_LINES = 30
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel SIGKILLs the broker if pytest dies.
+
+    Fixture teardown stops brokers in the normal case; this covers the cases where teardown
+    never runs (pytest-timeout's thread method calls os._exit, a SIGKILLed test run).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class BrokerStartError(RuntimeError):
+    """The broker died or did not print its READY line in time; carries its stderr tail."""
+
+
+class LocalOnly(RuntimeError):
+    """The operation needs a broker process on this machine (kill, restart, page cache...)."""
+
+
+@dataclass(frozen=True)
+class BrokerOptions:
+    """How to start a reference broker. ``None`` keeps the broker's own default."""
+
+    copy: bool = False
+    tls: bool = False
+    segment_bytes: int | None = None
+    retention_bytes: int | None = None
+    retention_ms: int | None = None
+    index_interval_bytes: int | None = None
+    fsync: str | None = None
+    num_partitions: int | None = None
+    auto_create_topics: bool = True
+    tail_window_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    extra_args: tuple[str, ...] = ()
+    startup_timeout: float = 30.0
+
+    def with_(self, **changes: Any) -> BrokerOptions:
+        """A copy with some options changed (unknown names raise TypeError)."""
+        return replace(self, **changes)
+
+    def command_args(self) -> list[str]:
+        """The broker's command-line flags for these options (TLS files are added by the
+        launcher, which creates them)."""
+        args: list[str] = []
+        flags = {
+            "--segment-bytes": self.segment_bytes,
+            "--retention-bytes": self.retention_bytes,
+            "--retention-ms": self.retention_ms,
+            "--index-interval-bytes": self.index_interval_bytes,
+            "--fsync": self.fsync,
+            "--num-partitions": self.num_partitions,
+            "--tail-window-bytes": self.tail_window_bytes,
+        }
+        for flag, value in flags.items():
+            if value is not None:
+                args += [flag, str(value)]
+        if self.copy:
+            args.append("--copy")
+        if not self.auto_create_topics:
+            args.append("--no-auto-create-topics")
+        return [*args, *self.extra_args]
+
+
+@dataclass
+class ReferenceBroker:
+    """A reference broker process with its own log dir; started by ``start()``.
+
+    Restarts keep the port, so clients configured with the bootstrap address reconnect.
+    """
+
+    log_dir: Path
+    options: BrokerOptions = field(default_factory=BrokerOptions)
+    work_dir: Path | None = None  # where stderr and TLS files go; defaults to log_dir's parent
+    process: subprocess.Popen[bytes] | None = None
+    ready: dict[str, Any] = field(default_factory=dict)
+    tls_files: tuple[Path, Path, Path] | None = None  # cert, key, CA
+    # Called after every start and restart: memory budgets re-add the new pid, hooks fire.
+    after_start: list[Callable[[ReferenceBroker], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.work_dir = self.work_dir or self.log_dir.parent
+        self._port = 0
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> ReferenceBroker:
+        """Launch the process and wait for its READY line (or fail with its stderr tail)."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"broker pid {self.process.pid} is already running")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", "reference_broker", "--log-dir", str(self.log_dir),
+            "--port", str(self._port), "--metrics-port", "0", "--log-level", "INFO",
+            *self.options.command_args(),
+        ]
+        if self.options.tls:
+            cert, key, _ = self._tls()
+            command += ["--tls-cert", str(cert), "--tls-key", str(key)]
+        stderr = self.stderr_path.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            stderr.close()
+        self.ready = self._await_ready(self.process)
+        self._port = int(self.ready["bootstrap"].rsplit(":", 1)[1])
+        for callback in self.after_start:
+            callback(self)
+        return self
+
+    def _await_ready(self, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+        assert process.stdout is not None
+        deadline = time.monotonic() + self.options.startup_timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([process.stdout], [], [], remaining)
+            if not readable:
+                break
+            line = process.stdout.readline().decode(errors="replace")
+            if line.startswith(READY_PREFIX):
+                return json.loads(line[len(READY_PREFIX):])
+            if not line:  # stdout closed: the process is exiting
+                process.wait(timeout=5)
+                raise BrokerStartError(
+                    f"reference broker exited with status {process.returncode} before it was "
+                    f"ready; stderr tail:\n{self.stderr_tail()}"
+                )
+        self._terminate(process, signal.SIGKILL)
+        raise BrokerStartError(
+            f"reference broker printed no READY line within {self.options.startup_timeout}s; "
+            f"stderr tail:\n{self.stderr_tail()}"
+        )
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM (a clean shutdown: flush, clean-shutdown markers); SIGKILL after
+        ``timeout``. Returns the exit status, or None when it was not running."""
+        if self.process is None:
+            return None
+        return self._terminate(self.process, signal.SIGTERM, timeout)
+
+    def kill(self) -> int | None:
+        """SIGKILL: the page cache keeps what was written, the clean-shutdown marker is not
+        written, so the next start recovers the log."""
+        if self.process is None:
+            return None
+        return self._terminate(self.process, signal.SIGKILL)
+
+    def restart(self, *, kill: bool = False) -> ReferenceBroker:
+        """Stop (or kill) and start again on the same port and log dir."""
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        return self.start()
+
+    def _terminate(self, process: subprocess.Popen[bytes], signum: int,
+                   timeout: float = 15.0) -> int:
+        if process.poll() is None:
+            process.send_signal(signum)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        return process.returncode
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    # --- what tests read -----------------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` for Kafka clients."""
+        return self.ready["bootstrap"]
+
+    @property
+    def host(self) -> str:
+        return self.bootstrap.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.bootstrap.rsplit(":", 1)[1])
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "broker not started"
+        return self.process.pid
+
+    @property
+    def metrics_url(self) -> str:
+        return self.ready["metrics"]
+
+    @property
+    def stderr_path(self) -> Path:
+        assert self.work_dir is not None
+        return self.work_dir / f"{self.log_dir.name}.stderr.log"
+
+    @property
+    def ca_path(self) -> Path:
+        """The CA certificate a TLS client must trust (TLS brokers only)."""
+        return self._tls()[2]
+
+    def stderr_tail(self, lines: int = STDERR_TAIL_LINES) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no stderr)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty stderr)"
+
+    def metrics(self) -> dict[str, list[dict[str, Any]]]:
+        """The broker's metrics snapshot (see ``reference_broker.metrics.METRIC_HELP``)."""
+        url = self.metrics_url.removesuffix("/metrics") + "/metrics.json"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        return sum(
+            sample.get("value", 0.0)
+            for sample in self.metrics().get(name, [])
+            if all(sample["labels"].get(k) == v for k, v in labels.items())
+        )
+
+    def segment_files(self, topic: str | None = None, partition: int | None = None) -> list[Path]:
+        """The ``.log`` segment files, oldest first, of one partition, a topic, or all."""
+        found = []
+        for directory in sorted(self.log_dir.iterdir()):
+            name, _, index = directory.name.rpartition("-")
+            if not directory.is_dir() or not index.isdigit() or name.startswith("__"):
+                continue
+            if topic is not None and name != topic:
+                continue
+            if partition is not None and int(index) != partition:
+                continue
+            found += sorted(directory.glob("*.log"))
+        return found
+
+    def _tls(self) -> tuple[Path, Path, Path]:
+        if self.tls_files is None:
+            import trustme  # a TLS broker needs a CA and a certificate for 127.0.0.1
+
+            assert self.work_dir is not None
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1", "localhost")
+            paths = tuple(self.work_dir / f"{self.log_dir.name}.{n}.pem"
+                          for n in ("cert", "key", "ca"))
+            cert.cert_chain_pems[0].write_to_path(str(paths[0]))
+            for blob in cert.cert_chain_pems[1:]:
+                blob.write_to_path(str(paths[0]), append=True)
+            cert.private_key_pem.write_to_path(str(paths[1]))
+            ca.cert_pem.write_to_path(str(paths[2]))
+            os.chmod(paths[1], 0o600)
+            self.tls_files = paths  # type: ignore[assignment]
+        assert self.tls_files is not None
+        return self.tls_files
+
+
+@dataclass
+class ExternalBroker:
+    """A cluster started elsewhere (``--logbench-bootstrap``). Tests get its address; local
+    powers are available only when ``log_dir`` says where a local broker keeps its data."""
+
+    bootstrap: str
+    log_dir: Path | None = None
+
+    @property
+    def host(self) -> str:
+        return self.bootstrap.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.bootstrap.rsplit(":", 1)[1])
+
+    def _local_only(self, what: str) -> LocalOnly:
+        return LocalOnly(f"{what} needs a broker process started by logbench; this run uses the "
+                         f"external cluster at {self.bootstrap} (--logbench-bootstrap)")
+
+    def segment_files(self, topic: str | None = None, partition: int | None = None) -> list[Path]:
+        if self.log_dir is None:
+            raise LocalOnly(f"the page cache of {self.bootstrap}'s segments needs "
+                            "--logbench-log-dir to say where the broker keeps its data")
+        return ReferenceBroker(self.log_dir).segment_files(topic, partition)
+
+    def kill(self) -> None:
+        raise self._local_only("kill()")
+
+    def stop(self) -> None:
+        raise self._local_only("stop()")
+
+    def restart(self, *, kill: bool = False) -> None:
+        raise self._local_only("restart()")
+
+    def metrics(self) -> dict[str, list[dict[str, Any]]]:
+        raise self._local_only("broker metrics")
+
+    def metric(self, name: str, **labels: str) -> float:
+        raise self._local_only("broker metrics")
+
+    @property
+    def pid(self) -> int:
+        raise self._local_only("the broker pid")

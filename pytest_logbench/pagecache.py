@@ -1,0 +1,643 @@
+"""Page-cache controls for files: measure, evict and warm the cache of a broker's segment files.
+
+Why this exists: Kafka reads are fast because the OS page cache is the read cache, so a benchmark
+that does not control and observe the cache measures luck. These functions put files into a known
+state (cold: evicted; hot: read through) and report, per page, what the kernel actually holds, so
+a test can assert "the tail was resident" instead of inferring it from timings.
+
+How residency is measured:
+
+* counts come from cachestat(2) (Linux >= 6.5, called through ctypes because Python 3.11's ``os``
+  has no wrapper): one syscall per file, plus dirty / writeback / evicted counts;
+* the per-page map (for the vmtouch-like strip and for before/after diffs) comes from mincore(2)
+  on a read-only shared mapping made with libc's mmap through ctypes (Python's ``mmap`` gives no
+  address for read-only maps); mapping does not fault pages in, so measuring does not warm.
+* without cachestat (ENOSYS, blocked, or an unknown syscall number) the counts come from the
+  mincore map too; ``method`` says which source each file's counts came from.
+* the kernel only reveals cache state of files the caller owns or may write: otherwise cachestat
+  fails with EPERM and mincore *pretends every page is resident*. We raise PermissionError then
+  rather than return a map that would make a cold file look hot.
+
+Counts and map are two snapshots: with concurrent IO they can differ by the pages that changed in
+between. Pages are the kernel's base pages (``PAGE_SIZE``), also inside large folios.
+
+Directories given as paths are expanded to the regular files beneath them (recursively, sorted,
+symlinked files followed, other special files skipped) because a broker's log directory is the
+natural unit to warm or evict. A non-regular file named explicitly (FIFO, device) is rejected:
+opening a FIFO would block.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+import platform
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "PAGE_SIZE",
+    "EvictResult",
+    "FileDelta",
+    "FileResidency",
+    "HasSegmentFiles",
+    "PageCache",
+    "Residency",
+    "ResidencyDelta",
+    "cachestat_available",
+    "evict",
+    "eviction_supported",
+    "residency",
+    "warm",
+]
+
+PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE")
+
+PathArg = str | os.PathLike[str]
+Paths = PathArg | Iterable[PathArg]
+Method = Literal["auto", "cachestat", "mincore"]
+
+# cachestat(2) uses the unified syscall table number on these architectures.
+_CACHESTAT_SYSCALL = {"x86_64": 451, "aarch64": 451}
+# mincore windows: bounds the mapping size and the per-call vector for files larger than RAM.
+_MINCORE_WINDOW = (1 << 30) // PAGE_SIZE * PAGE_SIZE
+# warm(method="read") buffer, reused for the whole call.
+_READ_CHUNK = 1 << 20
+# fadvise(WILLNEED) reads at most max(read_ahead_kb, max_sectors_kb) per call (measured: a 64 MiB
+# WILLNEED read 8 MiB here), so the range is issued in chunks no larger than a small window.
+_WILLNEED_CHUNK = 128 << 10
+# mincore sets bit 0 for a resident page; the other bits are reserved.
+_LOW_BIT = bytes(b & 1 for b in range(256))
+
+_PROT_READ = 0x1
+_MAP_SHARED = 0x01
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int64,
+]
+_libc.munmap.restype = ctypes.c_int
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mincore.restype = ctypes.c_int
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+_libc.syscall.restype = ctypes.c_long
+
+
+class _CachestatRange(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _Cachestat(ctypes.Structure):
+    _fields_ = [
+        ("nr_cache", ctypes.c_uint64),
+        ("nr_dirty", ctypes.c_uint64),
+        ("nr_writeback", ctypes.c_uint64),
+        ("nr_evicted", ctypes.c_uint64),
+        ("nr_recently_evicted", ctypes.c_uint64),
+    ]
+
+
+def _pages(size: int) -> int:
+    return -(-size // PAGE_SIZE)
+
+
+def _fmt_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _syscall_cachestat(fd: int, offset: int, length: int) -> _Cachestat:
+    """Call cachestat(2); raise OSError with the kernel's errno (ENOSYS when unknown here)."""
+    nr = _CACHESTAT_SYSCALL.get(platform.machine())
+    if nr is None:
+        raise OSError(errno.ENOSYS, f"no cachestat syscall number known for {platform.machine()}")
+    rng = _CachestatRange(offset, length)
+    result = _Cachestat()
+    rc = _libc.syscall(
+        ctypes.c_long(nr),
+        ctypes.c_long(fd),
+        ctypes.byref(rng),
+        ctypes.byref(result),
+        ctypes.c_long(0),
+    )
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+@functools.cache
+def cachestat_available() -> tuple[bool, str]:
+    """Whether cachestat(2) can be called here, and why not when it cannot.
+
+    Probed with an invalid fd: EBADF proves the syscall exists without touching any file. EPERM
+    for an invalid fd means a seccomp filter (e.g. a container's default profile) blocks it.
+    """
+    try:
+        _syscall_cachestat(-1, 0, 0)
+    except OSError as exc:
+        if exc.errno == errno.EBADF:
+            nr = _CACHESTAT_SYSCALL[platform.machine()]
+            return True, f"cachestat(2) available (syscall {nr})"
+        if exc.errno == errno.ENOSYS:
+            return False, f"cachestat(2) not available: {exc.strerror} (needs Linux >= 6.5)"
+        if exc.errno == errno.EPERM:
+            return False, "cachestat(2) blocked: EPERM even for an invalid fd (seccomp filter?)"
+        return False, f"cachestat(2) unusable: {exc.strerror}"
+    return False, "cachestat(2) accepted an invalid fd: not trusting it"
+
+
+def _page_map(fd: int, size: int, path: Path) -> bytes:
+    """One byte per page of ``fd`` (1 = resident), from mincore(2) over read-only windows."""
+    out = bytearray()
+    for start in range(0, size, _MINCORE_WINDOW):
+        length = min(_MINCORE_WINDOW, size - start)
+        addr = _libc.mmap(None, length, _PROT_READ, _MAP_SHARED, fd, start)
+        if addr is None or addr == _MAP_FAILED:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap for mincore failed: {os.strerror(err)}", str(path))
+        try:
+            vec = (ctypes.c_ubyte * _pages(length))()
+            if _libc.mincore(addr, length, vec) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"mincore failed: {os.strerror(err)}", str(path))
+        finally:
+            _libc.munmap(addr, length)
+        out += bytes(vec).translate(_LOW_BIT)
+    return bytes(out)
+
+
+def _kernel_reveals(path: Path, st: os.stat_result) -> bool:
+    """Mirror of the kernel's rule for cachestat/mincore: owner, capable, or may write."""
+    euid = os.geteuid()
+    return euid == 0 or st.st_uid == euid or os.access(path, os.W_OK, effective_ids=True)
+
+
+def _hidden_error(path: Path) -> PermissionError:
+    return PermissionError(
+        errno.EPERM,
+        "the kernel reveals page-cache residency only to a caller that owns the file or may "
+        "write it (cachestat(2) returns EPERM and mincore(2) reports every page resident)",
+        str(path),
+    )
+
+
+@dataclass(frozen=True)
+class FileResidency:
+    """Page-cache residency of one file at one moment.
+
+    ``page_map`` has one byte per page (1 = resident): 0.025 % of the file size, so even a file
+    larger than RAM gives a map that fits comfortably. ``dirty_pages`` and the eviction counters
+    are ``None`` when the counts came from mincore, which cannot see them.
+    """
+
+    path: Path
+    size: int
+    resident_pages: int
+    page_map: bytes
+    method: str
+    dirty_pages: int | None = None
+    writeback_pages: int | None = None
+    evicted_pages: int | None = None
+    recently_evicted_pages: int | None = None
+    page_size: int = PAGE_SIZE
+
+    @property
+    def pages(self) -> int:
+        return len(self.page_map)
+
+    @property
+    def resident_bytes(self) -> int:
+        """Resident pages in bytes, clamped to the file size (the last page may be partial)."""
+        return min(self.resident_pages * self.page_size, self.size)
+
+    @property
+    def fraction(self) -> float:
+        """Resident share of the pages; 1.0 for an empty file, since reading it needs no IO."""
+        return self.resident_pages / self.pages if self.pages else 1.0
+
+    def strip(self, width: int = 64) -> str:
+        """vmtouch -v style map: 'O' bucket fully resident, 'o' partly, ' ' not at all."""
+        if width < 1:
+            raise ValueError(f"strip width must be >= 1, got {width}")
+        n = self.pages
+        cols = min(width, n)
+        cells = []
+        for i in range(cols):
+            start, end = i * n // cols, (i + 1) * n // cols
+            count = self.page_map.count(1, start, end)
+            cells.append("O" if count == end - start else ("o" if count else " "))
+        return f"[{''.join(cells)}] {self.resident_pages}/{n}"
+
+    def report(self, strip_width: int = 32) -> str:
+        """One line: path, resident bytes and pages, dirty pages, method, optional strip."""
+        dirty = "?" if self.dirty_pages is None else str(self.dirty_pages)
+        line = (
+            f"{self.path}: {_fmt_bytes(self.resident_bytes)} of {_fmt_bytes(self.size)} resident "
+            f"({self.fraction:.1%}), {self.resident_pages}/{self.pages} pages, dirty {dirty}, "
+            f"via {self.method}"
+        )
+        return f"{line}  {self.strip(strip_width)}" if strip_width else line
+
+
+@dataclass(frozen=True)
+class FileDelta:
+    """How one file's residency changed between two measurements (either side may be absent)."""
+
+    path: Path
+    before: FileResidency | None
+    after: FileResidency | None
+
+    @property
+    def gained_pages(self) -> int:
+        """Pages resident after but not before (new pages of a grown file included)."""
+        return _bit_diff(self.after, self.before)
+
+    @property
+    def lost_pages(self) -> int:
+        """Pages resident before but not after: evicted, or cut off by truncation."""
+        return _bit_diff(self.before, self.after)
+
+    @property
+    def change(self) -> int:
+        """Net change of the resident page count."""
+        return (self.after.resident_pages if self.after else 0) - (
+            self.before.resident_pages if self.before else 0
+        )
+
+    def report(self) -> str:
+        return (
+            f"{self.path}: {self.change:+d} pages (+{self.gained_pages} cached, "
+            f"-{self.lost_pages} evicted)"
+        )
+
+
+def _bit_diff(a: FileResidency | None, b: FileResidency | None) -> int:
+    """Pages resident in ``a`` but not in ``b`` (maps are 0/1 bytes, compared as big ints)."""
+    if a is None:
+        return 0
+    if b is None:
+        return a.page_map.count(1)
+    a_bits = int.from_bytes(a.page_map, "little")
+    b_bits = int.from_bytes(b.page_map, "little")
+    return (a_bits & ~b_bits).bit_count()
+
+
+@dataclass(frozen=True)
+class ResidencyDelta:
+    """Per-file residency change; ``Residency.delta`` builds it for the eviction experiments."""
+
+    files: tuple[FileDelta, ...]
+
+    @property
+    def gained_pages(self) -> int:
+        return sum(f.gained_pages for f in self.files)
+
+    @property
+    def lost_pages(self) -> int:
+        return sum(f.lost_pages for f in self.files)
+
+    @property
+    def change(self) -> int:
+        return sum(f.change for f in self.files)
+
+    def report(self) -> str:
+        lines = [f.report() for f in self.files]
+        lines.append(
+            f"total: {self.change:+d} pages (+{self.gained_pages} cached, -{self.lost_pages} "
+            "evicted)"
+        )
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Residency:
+    """Residency of a set of files, with totals; index it by path for one file."""
+
+    files: tuple[FileResidency, ...]
+
+    def __iter__(self) -> Iterator[FileResidency]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, path: PathArg) -> FileResidency:
+        wanted = Path(os.path.abspath(path))
+        for f in self.files:
+            if f.path == wanted:
+                return f
+        raise KeyError(str(wanted))
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def pages(self) -> int:
+        return sum(f.pages for f in self.files)
+
+    @property
+    def resident_pages(self) -> int:
+        return sum(f.resident_pages for f in self.files)
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(f.resident_bytes for f in self.files)
+
+    @property
+    def dirty_pages(self) -> int | None:
+        """Total dirty pages, or None if any file's count came from mincore."""
+        counts = [f.dirty_pages for f in self.files]
+        return None if None in counts else sum(c for c in counts if c is not None)
+
+    @property
+    def fraction(self) -> float:
+        return self.resident_pages / self.pages if self.pages else 1.0
+
+    @property
+    def method(self) -> str:
+        """The count source(s): 'cachestat', 'mincore', or both joined by '+' if mixed."""
+        return "+".join(sorted({f.method for f in self.files})) or "none"
+
+    def delta(self, after: Residency) -> ResidencyDelta:
+        """Change from this measurement (before) to ``after``, per file, in path order of both."""
+        mine = {f.path: f for f in self.files}
+        theirs = {f.path: f for f in after.files}
+        paths = list(mine) + [p for p in theirs if p not in mine]
+        return ResidencyDelta(tuple(FileDelta(p, mine.get(p), theirs.get(p)) for p in paths))
+
+    def report(self, strip_width: int = 32) -> str:
+        """One line per file plus a total line, for failure messages and terminal output."""
+        lines = [f.report(strip_width) for f in self.files]
+        lines.append(
+            f"total: {len(self.files)} files, {_fmt_bytes(self.resident_bytes)} of "
+            f"{_fmt_bytes(self.size)} resident ({self.fraction:.1%}), "
+            f"{self.resident_pages}/{self.pages} pages, via {self.method}"
+        )
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class EvictResult:
+    """What evict() achieved: residency before and after, and why pages stayed if any did.
+
+    Clean, unmapped pages go; dirty pages (written after the sync), pages under writeback, pages
+    mapped or locked by some process, and files on memory-backed filesystems (tmpfs) stay.
+    """
+
+    before: Residency
+    after: Residency
+
+    @property
+    def complete(self) -> bool:
+        return self.after.resident_pages == 0
+
+    @property
+    def evicted_pages(self) -> int:
+        return self.before.delta(self.after).lost_pages
+
+    @property
+    def stayed(self) -> tuple[FileResidency, ...]:
+        """Files that still have resident pages."""
+        return tuple(f for f in self.after.files if f.resident_pages)
+
+    def report(self) -> str:
+        lines = [f"evicted {self.evicted_pages} pages of {len(self.after)} files"]
+        for f in self.stayed:
+            if f.dirty_pages is None:
+                why = "dirty, mapped, locked, or on a memory-backed filesystem (no cachestat)"
+            else:
+                other = f.resident_pages - f.dirty_pages - (f.writeback_pages or 0)
+                why = (
+                    f"{f.dirty_pages} dirty, {f.writeback_pages} under writeback, {other} other: "
+                    "mapped or locked by a process, or on a memory-backed filesystem (tmpfs)"
+                )
+            lines.append(f"  {f.path}: {f.resident_pages}/{f.pages} pages stayed ({why})")
+        return "\n".join(lines)
+
+
+def _expand(paths: Paths) -> list[Path]:
+    """Absolute file paths: directories expanded to regular files beneath, duplicates dropped."""
+    items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    out: dict[Path, None] = {}
+    for item in items:
+        path = Path(os.path.abspath(item))
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "no such file or directory", str(path)) from None
+        if stat.S_ISREG(mode):
+            out[path] = None
+        elif stat.S_ISDIR(mode):
+            for root, dirs, names in os.walk(path):
+                dirs.sort()
+                for name in sorted(names):
+                    child = Path(root, name)
+                    try:
+                        if stat.S_ISREG(os.stat(child).st_mode):
+                            out[child] = None
+                    except FileNotFoundError:  # dangling symlink or removed meanwhile
+                        continue
+        else:
+            kind = stat.filemode(mode)
+            raise ValueError(f"{path}: not a regular file or directory (mode {kind})")
+    return list(out)
+
+
+def _measure(path: Path, method: Method) -> FileResidency:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        pages = _pages(st.st_size)
+        use_cachestat = method == "cachestat" or (method == "auto" and cachestat_available()[0])
+        if use_cachestat:
+            try:
+                cs = _syscall_cachestat(fd, 0, pages * PAGE_SIZE) if pages else _Cachestat()
+            except OSError as exc:
+                if exc.errno == errno.EPERM:
+                    raise _hidden_error(path) from None
+                message = f"cachestat(2) failed: {exc.strerror}"
+                raise OSError(exc.errno, message, str(path)) from None
+            page_map = _page_map(fd, st.st_size, path)
+            return FileResidency(
+                path=path,
+                size=st.st_size,
+                resident_pages=min(cs.nr_cache, pages),
+                page_map=page_map,
+                method="cachestat",
+                dirty_pages=cs.nr_dirty,
+                writeback_pages=cs.nr_writeback,
+                evicted_pages=cs.nr_evicted,
+                recently_evicted_pages=cs.nr_recently_evicted,
+            )
+        if not _kernel_reveals(path, st):
+            raise _hidden_error(path)
+        page_map = _page_map(fd, st.st_size, path)
+        return FileResidency(path, st.st_size, page_map.count(1), page_map, "mincore")
+    finally:
+        os.close(fd)
+
+
+def residency(paths: Paths, *, method: Method = "auto") -> Residency:
+    """Measure which pages of ``paths`` are in the page cache, without faulting any in.
+
+    ``method="auto"`` counts with cachestat(2) where available and falls back to mincore(2);
+    ``"cachestat"`` insists on cachestat (OSError if unavailable); ``"mincore"`` forces mincore
+    counts, e.g. to cross-check the two. Raises FileNotFoundError naming a missing path and
+    PermissionError when the kernel would hide the truth (see the module docstring).
+    """
+    return Residency(tuple(_measure(p, method) for p in _expand(paths)))
+
+
+def _fadvise_range(offset: int, length: int | None) -> tuple[int, int]:
+    if offset < 0 or (length is not None and length < 0):
+        raise ValueError(f"negative range: offset={offset}, length={length}")
+    return offset, 0 if length is None else length
+
+
+def evict(paths: Paths, *, offset: int = 0, length: int | None = None) -> EvictResult:
+    """Drop the files' pages from the page cache: fdatasync, then posix_fadvise(DONTNEED).
+
+    Why per file: /proc/sys/vm/drop_caches is global and often not writable (not even as root in
+    containers); DONTNEED works for any file we can open. The sync first turns dirty pages into
+    clean ones, which DONTNEED can drop (fdatasync on Linux works on a read-only fd, so files we
+    may only read are handled too). ``offset``/``length`` limit the range (None = to EOF). The
+    result re-measures, so pages that stayed are reported rather than assumed gone.
+    """
+    files = _expand(paths)
+    before = residency(files)
+    start, count = _fadvise_range(offset, length)
+    for path in files:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, start, count, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return EvictResult(before, residency(files))
+
+
+def warm(
+    paths: Paths,
+    *,
+    method: Literal["read", "willneed"] = "read",
+    offset: int = 0,
+    length: int | None = None,
+) -> Residency:
+    """Bring the files (or the byte range ``offset``..``offset+length`` of each) into the cache.
+
+    ``"read"`` reads through with large preads into one reused buffer: synchronous and certain,
+    and the pages are charged to the caller's memory cgroup; for a range, readahead is switched
+    off on our descriptor so that only the range is cached. ``"willneed"`` asks the kernel for
+    readahead (posix_fadvise WILLNEED) in chunks, because one call is capped at the device's
+    readahead size; it is asynchronous, so the residency returned may still be growing (cachestat
+    counts pages under read IO, mincore does not). Returns the residency measured afterwards.
+    """
+    if method not in ("read", "willneed"):
+        raise ValueError(f"unknown warm method {method!r}: use 'read' or 'willneed'")
+    files = _expand(paths)
+    start, count = _fadvise_range(offset, length)
+    buf = memoryview(bytearray(_READ_CHUNK)) if method == "read" else None
+    for path in files:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            end = size if length is None else min(size, start + count)
+            if buf is not None:
+                if offset or length is not None:
+                    # Readahead would cache up to read_ahead_kb past the range: read it exactly.
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+                pos = start
+                while pos < end:
+                    n = os.preadv(fd, [buf[: min(_READ_CHUNK, end - pos)]], pos)
+                    if n == 0:  # truncated meanwhile
+                        break
+                    pos += n
+            else:
+                for pos in range(start, end, _WILLNEED_CHUNK):
+                    chunk = min(_WILLNEED_CHUNK, end - pos)
+                    os.posix_fadvise(fd, pos, chunk, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+    return residency(files)
+
+
+def eviction_supported(directory: PathArg) -> tuple[bool, str]:
+    """Whether evict() really empties the cache for files in ``directory``, with the reason.
+
+    Probed with a small synced file: tmpfs and other memory-backed filesystems ignore DONTNEED,
+    and some network filesystems may keep pages; a benchmark that needs a cold cache must skip
+    there instead of reporting warm numbers as cold ones.
+    """
+    directory = Path(directory)
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".logbench-evict-probe-") as f:
+            f.write(b"\x5a" * (64 * PAGE_SIZE))
+            f.flush()
+            result = evict(f.name)
+    except OSError as exc:
+        return False, f"cannot probe eviction in {directory}: {exc}"
+    if not result.complete:
+        left = result.after.files[0]
+        return False, (
+            f"posix_fadvise(DONTNEED) left {left.resident_pages}/{left.pages} pages of a synced "
+            f"probe file resident in {directory}: the filesystem keeps file pages in memory "
+            "(tmpfs?)"
+        )
+    return True, f"posix_fadvise(DONTNEED) evicts in {directory} (via {result.after.method})"
+
+
+@runtime_checkable
+class HasSegmentFiles(Protocol):
+    """Anything that can list its files, e.g. the reference broker (its log segments)."""
+
+    def segment_files(self) -> Iterable[PathArg]: ...
+
+
+Target = PathArg | HasSegmentFiles | Iterable[PathArg]
+
+
+def _resolve(target: Target) -> Paths:
+    if isinstance(target, HasSegmentFiles):
+        return list(target.segment_files())
+    return target
+
+
+class PageCache:
+    """The ``page_cache`` fixture: the module functions, taking a path, paths or a broker."""
+
+    def residency(self, target: Target, *, method: Method = "auto") -> Residency:
+        return residency(_resolve(target), method=method)
+
+    def evict(self, target: Target, *, offset: int = 0, length: int | None = None) -> EvictResult:
+        return evict(_resolve(target), offset=offset, length=length)
+
+    def warm(
+        self,
+        target: Target,
+        *,
+        method: Literal["read", "willneed"] = "read",
+        offset: int = 0,
+        length: int | None = None,
+    ) -> Residency:
+        return warm(_resolve(target), method=method, offset=offset, length=length)

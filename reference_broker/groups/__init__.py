@@ -1,0 +1,32 @@
+"""Consumer groups: the classic group coordinator, committed offsets and lag, protocol-free.
+
+Handlers translate requests into these calls; nothing here parses or builds wire messages.
+"""
+
+from reference_broker.groups.coordinator import (
+    GroupCoordinator,
+    GroupMember,
+    GroupState,
+    GroupSummary,
+    JoinGroupResult,
+    LeaveGroupResult,
+    MemberSummary,
+    SyncGroupResult,
+)
+from reference_broker.groups.lag import LagRow, consumer_lag
+from reference_broker.groups.offsets import CommittedOffset, OffsetStore
+
+__all__ = [
+    "CommittedOffset",
+    "GroupCoordinator",
+    "GroupMember",
+    "GroupState",
+    "GroupSummary",
+    "JoinGroupResult",
+    "LagRow",
+    "LeaveGroupResult",
+    "MemberSummary",
+    "OffsetStore",
+    "SyncGroupResult",
+    "consumer_lag",
+]

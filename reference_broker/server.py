@@ -1,0 +1,351 @@
+"""The broker process: connections, framing, dispatch, long polling, background duties.
+
+One asyncio event loop plays the part of Kafka's network and request threads. A connection's
+requests are handled one at a time, in order (Kafka mutes a connection while its request is
+processed), which keeps responses in request order without any bookkeeping.
+
+A cold ``sendfile`` blocks this loop while the kernel reads from disk — exactly the effect
+KAFKA-7504 describes for lagging consumers on Kafka's network threads. It is kept on purpose:
+the lagging-consumer experiments measure it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import ssl
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reference_broker.groups import GroupCoordinator, OffsetStore, consumer_lag
+from reference_broker.handlers import (
+    ADVERTISED,
+    HANDLERS,
+    CloseConnection,
+    Request,
+    api_versions_body,
+)
+from reference_broker.log import LogConfig, LogStore
+from reference_broker.metrics import Labels, Metrics
+from reference_broker.protocol import (
+    ApiKey,
+    ProtocolError,
+    RequestHeader,
+    UnsupportedVersion,
+    decode_request,
+    encode_response,
+    read_frame_size,
+)
+from reference_broker.protocol.errors import ErrorCode
+from reference_broker.transmit import make_transmitter
+
+log = logging.getLogger("reference_broker")
+
+OFFSETS_TOPIC = "__consumer_offsets"
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Everything a broker is started with (the command line maps onto this one to one)."""
+
+    log_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    metrics_port: int | None = 0  # None: no metrics endpoint
+    copy: bool = False  # ship fetches by pread + send instead of sendfile
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    log: LogConfig = field(default_factory=LogConfig)
+    auto_create_topics: bool = True
+    num_partitions: int = 1
+    max_request_bytes: int = 100 * 1024 * 1024
+    tail_window_bytes: int = 64 * 1024 * 1024
+    node_id: int = 0
+    retention_check_interval_ms: int = 5_000
+    group_min_session_timeout_ms: int = 1_000
+    group_max_session_timeout_ms: int = 1_800_000
+    group_initial_rebalance_delay_ms: int = 0
+
+    @property
+    def transmit_mode(self) -> str:
+        """``tls`` when TLS is on (it always copies), else ``copy`` or ``zerocopy``."""
+        if self.tls_cert is not None:
+            return "tls"
+        return "copy" if self.copy else "zerocopy"
+
+
+class AppendNotifier:
+    """Wakes long-polling fetches when a partition they wait on gets new records."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[tuple[str, int], set[asyncio.Future[None]]] = defaultdict(set)
+
+    def notify(self, topic: str, partition: int) -> None:
+        for waiter in self._waiters.pop((topic, partition), ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, partitions: Iterable[tuple[str, int]], timeout: float) -> None:
+        """Return when any of ``partitions`` was appended to, or after ``timeout`` seconds."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        keys = list(partitions)
+        for key in keys:
+            self._waiters[key].add(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            for key in keys:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.discard(waiter)
+                    if not waiters:
+                        del self._waiters[key]
+
+
+class Broker:
+    """A running reference broker: the log store, the group coordinator and the listeners."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.store = LogStore(config.log_dir, config.log)
+        if OFFSETS_TOPIC not in self.store.topics():
+            # Committed offsets must outlive a broker-wide retention.bytes (Kafka compacts this
+            # topic; our log only deletes whole segments, so it keeps them all by size).
+            self.store.create_topic(OFFSETS_TOPIC, 1, {"retention.bytes": "-1"})
+        offsets_log = self.store.partition(OFFSETS_TOPIC, 0)
+        assert offsets_log is not None
+        self.coordinator = GroupCoordinator(
+            OffsetStore(offsets_log),
+            min_session_timeout_ms=config.group_min_session_timeout_ms,
+            max_session_timeout_ms=config.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+        )
+        self.appends = AppendNotifier()
+        self.transmitter = make_transmitter(config.transmit_mode, self.metrics)
+        # Producer ids only need to differ between producers; seeding from the clock keeps
+        # them distinct across restarts without persisting a counter.
+        self.producer_ids = itertools.count(int(time.time() * 1000) % 2**47)
+        self.host, self.port = config.host, config.port
+        self.metrics_port: int | None = None
+        self._servers: list[asyncio.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._connections: set[asyncio.Task[None]] = set()
+        self.metrics.gauge_source(self._log_gauges)
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the listeners and start the background duties."""
+        tls = self._tls_context()
+        server = await asyncio.start_server(
+            self._serve_connection, self.config.host, self.config.port, ssl=tls,
+            limit=2**16,
+        )
+        self._servers.append(server)
+        self.host, self.port = server.sockets[0].getsockname()[:2]
+        if self.config.metrics_port is not None:
+            metrics_server = await asyncio.start_server(
+                self._serve_metrics, self.config.host, self.config.metrics_port
+            )
+            self._servers.append(metrics_server)
+            self.metrics_port = metrics_server.sockets[0].getsockname()[1]
+        self._tasks += [
+            asyncio.create_task(self.coordinator.run(), name="group-coordinator"),
+            asyncio.create_task(self._periodic_duties(), name="log-duties"),
+        ]
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.config.tls_cert is None:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return context
+
+    async def stop(self) -> None:
+        """Stop serving, release waiting clients, and close the log cleanly."""
+        for server in self._servers:
+            server.close()
+        self.coordinator.close()
+        for task in [*self._tasks, *self._connections]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._connections, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        self.store.close()
+
+    async def _periodic_duties(self) -> None:
+        """Retention and, for ``fsync=interval``, the periodic flush."""
+        config = self.config
+        interval_ms = config.retention_check_interval_ms
+        if config.log.fsync == "interval":
+            interval_ms = min(interval_ms, config.log.fsync_interval_ms)
+        last_retention = time.monotonic()
+        while True:
+            await asyncio.sleep(interval_ms / 1000)
+            if config.log.fsync == "interval":
+                self.store.flush()
+            if time.monotonic() - last_retention >= config.retention_check_interval_ms / 1000:
+                self.store.enforce_retention()
+                last_retention = time.monotonic()
+
+    # --- the Kafka listener --------------------------------------------------------------
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        client = f"{peer[0]}:{peer[1]}"
+        self.metrics.add("logbench_connections", 1)
+        try:
+            while await self._serve_one(reader, writer, peer[0], client):
+                pass
+        except asyncio.CancelledError:
+            pass
+        except (ConnectionError, ssl.SSLError, TimeoutError) as exc:
+            log.info("connection from %s ended: %s", client, exc)
+        finally:
+            self.metrics.add("logbench_connections", -1)
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve_one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, client: str
+    ) -> bool:
+        """Read, handle and answer one request; False when the connection must close."""
+        try:
+            prefix = await reader.readexactly(4)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                self._refuse(client, "truncated", "connection ended inside a frame size")
+            return False
+        try:
+            size = read_frame_size(prefix)
+        except ProtocolError as exc:
+            return self._refuse(client, "bad_frame", str(exc))
+        if size > self.config.max_request_bytes:
+            return self._refuse(
+                client, "too_large",
+                f"frame of {size} bytes exceeds max_request_bytes={self.config.max_request_bytes}",
+            )
+        try:
+            frame = await reader.readexactly(size)
+        except asyncio.IncompleteReadError as exc:
+            return self._refuse(
+                client, "truncated", f"connection ended {size - len(exc.partial)} bytes into a "
+                f"{size}-byte frame",
+            )
+        started = time.perf_counter()
+        try:
+            header, body = decode_request(frame)
+        except UnsupportedVersion as exc:
+            return await self._unsupported(writer, exc.header, client)
+        except ProtocolError as exc:
+            return self._refuse(client, "malformed", str(exc))
+        lo, hi = ADVERTISED[ApiKey(header.api_key)]
+        if not lo <= header.api_version <= hi:
+            return await self._unsupported(writer, header, client)
+        name = ApiKey(header.api_key).name
+        try:
+            response = await HANDLERS[ApiKey(header.api_key)](
+                self, Request(header, body, host)
+            )
+        except CloseConnection as exc:
+            return self._refuse(client, "closed_by_handler", str(exc))
+        except Exception:
+            log.exception("handler for %s v%d failed; closing %s", name, header.api_version, client)
+            self.metrics.add("logbench_request_errors_total", cause="handler_error")
+            return False
+        if response is not None:
+            chunks = encode_response(
+                header.api_key, header.api_version, header.correlation_id, response
+            )
+            await self.transmitter.send(writer, chunks)
+        self.metrics.add("logbench_requests_total", api=name)
+        self.metrics.observe("logbench_request_seconds", time.perf_counter() - started, api=name)
+        return True
+
+    def _refuse(self, client: str, cause: str, message: str) -> bool:
+        log.warning("closing connection from %s: %s", client, message)
+        self.metrics.add("logbench_request_errors_total", cause=cause)
+        return False
+
+    async def _unsupported(
+        self, writer: asyncio.StreamWriter, header: RequestHeader, client: str
+    ) -> bool:
+        """ApiVersions gets a v0 answer with UNSUPPORTED_VERSION and our ranges (KIP-511), so
+        the client can retry with a version we speak; anything else closes, as Kafka does."""
+        if header.api_key != ApiKey.API_VERSIONS:
+            return self._refuse(
+                client, "unsupported_version",
+                f"api key {header.api_key} version {header.api_version} is not supported",
+            )
+        body = api_versions_body(ErrorCode.UNSUPPORTED_VERSION)
+        chunks = encode_response(ApiKey.API_VERSIONS, 0, header.correlation_id, body)
+        await self.transmitter.send(writer, chunks)
+        return True
+
+    # --- the metrics listener ------------------------------------------------------------
+
+    async def _serve_metrics(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """A minimal HTTP/1.0 endpoint: ``/metrics`` (Prometheus text), ``/metrics.json``."""
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request_line.decode("latin-1").split()
+            path = parts[1].split("?")[0] if len(parts) >= 2 else ""
+            if path == "/metrics":
+                status, kind, payload = "200 OK", "text/plain; version=0.0.4", (
+                    self.metrics.to_prometheus())
+            elif path == "/metrics.json":
+                status, kind, payload = "200 OK", "application/json", self.metrics.to_json()
+            else:
+                status, kind, payload = "404 Not Found", "text/plain", "try /metrics\n"
+            data = payload.encode()
+            writer.write(
+                f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
+                f"Connection: close\r\n\r\n".encode() + data
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def _log_gauges(self) -> Iterator[tuple[str, Labels, float]]:
+        for topic, count in sorted(self.store.topics().items()):
+            for index in range(count):
+                partition = self.store.partition(topic, index)
+                if partition is None:
+                    continue
+                labels = (("partition", str(index)), ("topic", topic))
+                yield "logbench_log_end_offset", labels, partition.log_end_offset
+                yield "logbench_log_start_offset", labels, partition.log_start_offset
+                yield "logbench_log_size_bytes", labels, partition.size_bytes
+        for row in consumer_lag(self.coordinator, self._log_end):
+            labels = (("group", row.group_id), ("partition", str(row.partition)),
+                      ("topic", row.topic))
+            yield "logbench_consumer_group_lag_records", labels, row.lag_records
+            yield "logbench_consumer_group_lag_bytes", labels, row.lag_bytes
+
+    def _log_end(self, topic: str, partition: int, committed: int) -> tuple[int, int] | None:
+        found = self.store.partition(topic, partition)
+        if found is None:
+            return None
+        committed = max(committed, found.log_start_offset)
+        return found.log_end_offset, found.size_from(committed)
