@@ -1,0 +1,268 @@
+"""A lean Kafka client for the harness: it moves and counts bytes, it never decodes records.
+
+Real clients spend most of their time building and parsing records in Python; measured against
+the broker, they would measure themselves. This client builds a produce request once and sends
+it again and again (the broker assigns offsets, so the same bytes are valid every time), and its
+consumer walks the 61-byte batch headers of a fetch response without touching record bytes.
+It reuses the broker's own sans-IO codec: one codec, two users.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from reference_broker.protocol import ApiKey, decode_response, encode_request, read_frame_size
+from reference_broker.protocol.errors import ErrorCode
+from reference_broker.records import Compression, build_batch, iter_batches
+
+PRODUCE_VERSION = 8
+FETCH_VERSION = 11
+METADATA_VERSION = 8
+LIST_OFFSETS_VERSION = 5
+CREATE_TOPICS_VERSION = 4
+_CORRELATION = struct.Struct(">i")
+_CORRELATION_POS = 8  # size prefix (4), api key (2), api version (2)
+
+
+class KafkaError(Exception):
+    """A broker answered with an error code."""
+
+    def __init__(self, code: int, where: str, message: str | None = None) -> None:
+        self.code = ErrorCode(code)
+        detail = f": {message}" if message else ""
+        super().__init__(f"{where}: {self.code.name} ({code}){detail}")
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """One partition's part of a fetch response; ``records`` views the response buffer."""
+
+    error: ErrorCode
+    high_watermark: int
+    log_start_offset: int
+    records: memoryview
+
+    def batches(self) -> Iterator[tuple[int, Any]]:
+        """(position, BatchHeader) of the whole batches in ``records`` (a trailing partial
+        batch, which Kafka may send, is skipped)."""
+        return iter_batches(self.records)
+
+
+class Connection:
+    """One blocking connection to a broker, one request in flight at a time."""
+
+    def __init__(self, bootstrap: str, *, client_id: str = "logbench",
+                 ssl_context: ssl.SSLContext | None = None, timeout: float = 30.0) -> None:
+        host, port = bootstrap.rsplit(":", 1)
+        raw = socket.create_connection((host, int(port)), timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = ssl_context.wrap_socket(raw, server_hostname=host) if ssl_context else raw
+        self.client_id = client_id
+        self._correlation = 0
+        self._prefix = bytearray(4)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def next_correlation_id(self) -> int:
+        self._correlation = (self._correlation + 1) & 0x7FFFFFFF
+        return self._correlation
+
+    def request(self, api_key: int, version: int, body: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return the decoded response body."""
+        correlation = self.next_correlation_id()
+        self.sock.sendall(encode_request(api_key, version, correlation, self.client_id, body))
+        return self.read_response(api_key, version, correlation)
+
+    def send_frame(self, frame: bytearray, correlation: int) -> None:
+        """Send a prebuilt request frame after stamping ``correlation`` into it."""
+        _CORRELATION.pack_into(frame, _CORRELATION_POS, correlation)
+        self.sock.sendall(frame)
+
+    def read_response(self, api_key: int, version: int, correlation: int) -> dict[str, Any]:
+        frame = self.read_frame()
+        got, body = decode_response(api_key, version, frame)
+        if got != correlation:
+            raise ConnectionError(f"response correlation id {got}, expected {correlation}")
+        return body
+
+    def read_frame(self) -> memoryview:
+        """One response frame (without its size prefix), received into a fresh buffer."""
+        self._recv_exactly(memoryview(self._prefix))
+        frame = bytearray(read_frame_size(bytes(self._prefix)))
+        view = memoryview(frame)
+        self._recv_exactly(view)
+        return view
+
+    def _recv_exactly(self, view: memoryview) -> None:
+        while view:
+            received = self.sock.recv_into(view)
+            if received == 0:
+                raise ConnectionError("broker closed the connection")
+            view = view[received:]
+
+
+class HarnessClient(Connection):
+    """Admin, produce and fetch calls with errors raised as ``KafkaError``."""
+
+    def create_topic(self, name: str, partitions: int = 1,
+                     configs: dict[str, str] | None = None, *, exist_ok: bool = True) -> None:
+        body = {"topics": [{"name": name, "num_partitions": partitions, "replication_factor": 1,
+                            "configs": [{"name": k, "value": v}
+                                        for k, v in (configs or {}).items()]}],
+                "timeout_ms": 30_000}
+        [result] = self.request(ApiKey.CREATE_TOPICS, CREATE_TOPICS_VERSION, body)["topics"]
+        code = result["error_code"]
+        if code and not (exist_ok and code == ErrorCode.TOPIC_ALREADY_EXISTS):
+            raise KafkaError(code, f"CreateTopics {name}", result.get("error_message"))
+
+    def partitions(self, topic: str) -> int:
+        """The partition count of ``topic`` (it must exist)."""
+        body = {"topics": [{"name": topic}], "allow_auto_topic_creation": False}
+        [found] = self.request(ApiKey.METADATA, METADATA_VERSION, body)["topics"]
+        if found["error_code"]:
+            raise KafkaError(found["error_code"], f"Metadata {topic}")
+        return len(found["partitions"])
+
+    def produce(self, topic: str, partition: int, records: bytes, *, acks: int = -1) -> int:
+        """Append record batch bytes; returns the base offset the broker assigned."""
+        [response] = self.request(ApiKey.PRODUCE, PRODUCE_VERSION,
+                                  _produce_body(topic, partition, records, acks))["responses"]
+        [part] = response["partition_responses"]
+        if part["error_code"]:
+            raise KafkaError(part["error_code"], f"Produce {topic}-{partition}",
+                             part.get("error_message"))
+        return part["base_offset"]
+
+    def fetch(self, topic: str, partition: int, offset: int, *, max_bytes: int = 50 << 20,
+              max_wait_ms: int = 0, min_bytes: int = 1) -> FetchResult:
+        """Fetch from one partition; errors come back in ``FetchResult.error``."""
+        body = {
+            "replica_id": -1, "max_wait_ms": max_wait_ms, "min_bytes": min_bytes,
+            "max_bytes": max_bytes, "isolation_level": 0, "session_id": 0, "session_epoch": -1,
+            "topics": [{"topic": topic, "partitions": [
+                {"partition": partition, "fetch_offset": offset, "log_start_offset": -1,
+                 "partition_max_bytes": max_bytes, "current_leader_epoch": -1}]}],
+            "forgotten_topics_data": [], "rack_id": "",
+        }
+        response = self.request(ApiKey.FETCH, FETCH_VERSION, body)
+        [part] = response["responses"][0]["partitions"]
+        return FetchResult(ErrorCode(part["error_code"]), part["high_watermark"],
+                           part["log_start_offset"], part["records"] or memoryview(b""))
+
+    def list_offset(self, topic: str, partition: int, timestamp: int) -> tuple[int, int]:
+        """(offset, timestamp) for -1 (latest), -2 (earliest) or a timestamp in ms."""
+        body = {"replica_id": -1, "isolation_level": 0, "topics": [
+            {"name": topic, "partitions": [
+                {"partition_index": partition, "timestamp": timestamp,
+                 "current_leader_epoch": -1}]}]}
+        [topic_result] = self.request(ApiKey.LIST_OFFSETS, LIST_OFFSETS_VERSION, body)["topics"]
+        [part] = topic_result["partitions"]
+        if part["error_code"]:
+            raise KafkaError(part["error_code"], f"ListOffsets {topic}-{partition}")
+        return part["offset"], part["timestamp"]
+
+
+def _produce_body(topic: str, partition: int, records: bytes, acks: int) -> dict[str, Any]:
+    return {"transactional_id": None, "acks": acks, "timeout_ms": 30_000,
+            "topic_data": [{"name": topic, "partition_data": [
+                {"index": partition, "records": records}]}]}
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What one produce or consume run moved, and how long it took."""
+
+    bytes: int
+    records: int
+    batches: int
+    requests: int
+    seconds: float
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else float("inf")
+
+
+class Producer:
+    """Produces a topic's worth of bytes fast: one batch, built once, sent many times."""
+
+    def __init__(self, bootstrap: str, **connection: Any) -> None:
+        self.client = HarnessClient(bootstrap, **connection)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def produce(self, topic: str, total_bytes: int, *, partition: int = 0,
+                record_bytes: int = 1024, batch_bytes: int = 256 * 1024, acks: int = 1,
+                compression: Compression = Compression.NONE) -> Transfer:
+        """Append at least ``total_bytes`` of records of ``record_bytes`` each (values of
+        incompressible-looking bytes, no keys), ``batch_bytes`` per produce request."""
+        per_batch = max(1, batch_bytes // (record_bytes + 8))
+        value = (bytes(range(256)) * (record_bytes // 256 + 1))[:record_bytes]
+        batch = build_batch([(None, value, [])] * per_batch, compression=compression)
+        frame = bytearray(encode_request(ApiKey.PRODUCE, PRODUCE_VERSION, 0,
+                                         self.client.client_id,
+                                         _produce_body(topic, partition, batch, acks)))
+        requests = -(-total_bytes // len(batch))
+        started = time.perf_counter()
+        for _ in range(requests):
+            correlation = self.client.next_correlation_id()
+            self.client.send_frame(frame, correlation)
+            if acks != 0:
+                [response] = self.client.read_response(
+                    ApiKey.PRODUCE, PRODUCE_VERSION, correlation)["responses"]
+                [part] = response["partition_responses"]
+                if part["error_code"]:
+                    raise KafkaError(part["error_code"], f"Produce {topic}-{partition}",
+                                     part.get("error_message"))
+        seconds = time.perf_counter() - started
+        return Transfer(requests * len(batch), requests * per_batch, requests, requests, seconds)
+
+
+class Consumer:
+    """Fetches a partition from an offset to a target, counting bytes and batches only."""
+
+    def __init__(self, bootstrap: str, **connection: Any) -> None:
+        self.client = HarnessClient(bootstrap, **connection)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def consume(self, topic: str, *, partition: int = 0, offset: int = 0,
+                until_offset: int | None = None, max_bytes: int = 8 << 20,
+                max_wait_ms: int = 100) -> Transfer:
+        """Read from ``offset`` until ``until_offset`` (default: the high watermark at the
+        first response). A fetch may start below the requested offset (it returns whole
+        batches): only batches at or after the position count."""
+        position, end = offset, until_offset
+        total = records = batches = requests = 0
+        started = time.perf_counter()
+        while end is None or position < end:
+            result = self.client.fetch(topic, partition, position, max_bytes=max_bytes,
+                                       max_wait_ms=max_wait_ms)
+            requests += 1
+            if result.error:
+                raise KafkaError(result.error, f"Fetch {topic}-{partition} at {position}")
+            end = result.high_watermark if end is None else end
+            for _, header in result.batches():
+                if header.last_offset < position:
+                    continue
+                total += header.size
+                records += header.record_count
+                batches += 1
+                position = header.next_offset
+        seconds = time.perf_counter() - started
+        return Transfer(total, records, batches, requests, seconds)
