@@ -62,6 +62,7 @@ class BrokerOptions:
     auto_create_topics: bool = True
     tail_window_bytes: int | None = None
     memory_limit_bytes: int | None = None
+    fetch_slowdown: float | None = None  # > 1: an injected fetch regression, for tests
     extra_args: tuple[str, ...] = ()
     startup_timeout: float = 30.0
 
@@ -81,6 +82,7 @@ class BrokerOptions:
             "--fsync": self.fsync,
             "--num-partitions": self.num_partitions,
             "--tail-window-bytes": self.tail_window_bytes,
+            "--fetch-slowdown": self.fetch_slowdown,
         }
         for flag, value in flags.items():
             if value is not None:

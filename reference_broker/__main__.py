@@ -63,6 +63,9 @@ def _broker_parser() -> argparse.ArgumentParser:
     add("--retention-check-interval-ms", type=int, default=5_000)
     add("--group-min-session-timeout-ms", type=int, default=1_000)
     add("--group-initial-rebalance-delay-ms", type=int, default=0)
+    add("--fetch-slowdown", type=float, default=1.0,
+        help="stretch every fetch's send time by this factor: a deliberate regression for "
+        "testing that performance comparisons catch one (default 1: off)")
     add("--log-level", default="WARNING", help="Python logging level for stderr")
     return parser
 
@@ -91,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         retention_check_interval_ms=args.retention_check_interval_ms,
         group_min_session_timeout_ms=args.group_min_session_timeout_ms,
         group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
+        fetch_slowdown=args.fetch_slowdown,
     )
 
 

@@ -70,6 +70,7 @@ class BrokerConfig:
     group_min_session_timeout_ms: int = 1_000
     group_max_session_timeout_ms: int = 1_800_000
     group_initial_rebalance_delay_ms: int = 0
+    fetch_slowdown: float = 1.0  # > 1 stretches every fetch send: an injected regression
 
     @property
     def transmit_mode(self) -> str:
@@ -129,7 +130,9 @@ class Broker:
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
         )
         self.appends = AppendNotifier()
-        self.transmitter = make_transmitter(config.transmit_mode, self.metrics)
+        self.transmitter = make_transmitter(
+            config.transmit_mode, self.metrics, config.fetch_slowdown
+        )
         # Producer ids only need to differ between producers; seeding from the clock keeps
         # them distinct across restarts without persisting a counter.
         self.producer_ids = itertools.count(int(time.time() * 1000) % 2**47)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -48,8 +49,9 @@ class Transmitter:
 
     path = "abstract"
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, slowdown: float = 1.0) -> None:
         self.metrics = metrics
+        self.slowdown = slowdown
 
     async def send(self, writer: asyncio.StreamWriter, chunks: Sequence[Chunk]) -> None:
         """Send every chunk in order and wait until the socket buffer accepted them."""
@@ -58,7 +60,13 @@ class Transmitter:
                 writer.write(chunk)
                 self.metrics.add("logbench_response_header_bytes_total", len(chunk))
             elif chunk.length > 0:
+                started = time.perf_counter()
                 await self.send_slice(writer, chunk)
+                if self.slowdown > 1:
+                    # A deliberate regression for testing regression detection: stretch the
+                    # slice's send time by the factor, as a slower data path would.
+                    elapsed = time.perf_counter() - started
+                    await asyncio.sleep(elapsed * (self.slowdown - 1))
                 self.metrics.add("logbench_bytes_sent_total", chunk.length, path=self.path)
                 self.metrics.add("logbench_slices_sent_total", 1, path=self.path)
         await writer.drain()
@@ -109,9 +117,11 @@ class TlsTransmitter(CopyTransmitter):
     path = "tls"
 
 
-def make_transmitter(mode: str, metrics: Metrics) -> Transmitter:
+def make_transmitter(mode: str, metrics: Metrics, slowdown: float = 1.0) -> Transmitter:
     """The transmitter for a broker's ``--copy`` / TLS / default set-up."""
     kinds = {"zerocopy": ZeroCopyTransmitter, "copy": CopyTransmitter, "tls": TlsTransmitter}
     if mode not in kinds:
         raise ValueError(f"unknown transmit mode {mode!r}; expected one of {sorted(kinds)}")
-    return kinds[mode](metrics)
+    if slowdown < 1:
+        raise ValueError(f"slowdown must be >= 1, got {slowdown}")
+    return kinds[mode](metrics, slowdown)
