@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from reference_broker.log import (
     InvalidConfig,
     InvalidTopic,
+    LogError,
     OffsetOutOfRange,
     TopicExists,
     validate_topic_name,
@@ -279,7 +280,7 @@ def _append(
     records = data["records"]
     try:
         result = found.append(records if records is not None else b"")
-    except InvalidBatch as exc:
+    except (InvalidBatch, LogError) as exc:
         broker.metrics.add("logbench_produce_rejected_batches_total", error=exc.error_code.name)
         return exc.error_code, -1, found, str(exc)
     broker.metrics.add("logbench_produce_bytes_total", result.size)

@@ -1,0 +1,209 @@
+"""The reference broker at the wire: bad input, error codes, transmit paths, metrics, shutdown.
+
+Every test talks to a real broker process over 127.0.0.1. Bad input must get a Kafka error code
+where the protocol has one, or close only the offending connection, and never corrupt the log.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pytest_logbench.client import Connection, HarnessClient, KafkaError
+from reference_broker.protocol import ApiKey, encode_request
+from reference_broker.protocol.errors import ErrorCode
+from reference_broker.records import build_batch
+
+RECORDS = [(b"k", b"v" * 100, [])] * 10
+
+
+def _closed_by_broker(sock: socket.socket) -> bool:
+    sock.settimeout(10)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def _still_serves(broker) -> None:
+    with HarnessClient(broker.bootstrap) as client:
+        client.create_topic("alive")
+        assert client.produce("alive", 0, build_batch(RECORDS)) >= 0
+
+
+def _raw(broker) -> socket.socket:
+    host, port = broker.bootstrap.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("frame", "cause"),
+    [
+        (struct.pack(">i", 200 * 1024 * 1024), "too_large"),
+        (struct.pack(">i", -5), "bad_frame"),
+        (struct.pack(">i", 14) + struct.pack(">hhih", 0, 8, 1, -1) + b"\xff\x00\x01\x02",
+         "malformed"),
+        (struct.pack(">i", 10) + struct.pack(">hhih", 999, 0, 7, -1), "unsupported_version"),
+        (struct.pack(">i", 10) + struct.pack(">hhih", ApiKey.FETCH, 42, 7, -1),
+         "unsupported_version"),
+    ],
+    ids=["over-max-request-bytes", "negative-size", "garbage-body", "unknown-api-key",
+         "unknown-fetch-version"],
+)
+def test_bad_frames_close_only_their_connection(broker, frame, cause):
+    bystander = Connection(broker.bootstrap)
+    sock = _raw(broker)
+    sock.sendall(frame)
+    assert _closed_by_broker(sock)
+    assert broker.metric("logbench_request_errors_total", cause=cause) == 1
+    _still_serves(broker)
+    bystander.request(ApiKey.METADATA, 8, {"topics": None})  # an open connection still works
+    assert "closing connection" in broker.stderr_tail()
+
+
+def test_truncated_frame_then_disconnect_is_survived(broker):
+    sock = _raw(broker)
+    sock.sendall(struct.pack(">i", 1000) + b"\x00" * 10)
+    sock.close()
+    _still_serves(broker)
+
+
+def test_api_versions_v3_gets_unsupported_version_with_our_ranges(broker):
+    sock = _raw(broker)
+    # ApiVersions v3 is flexible: header v2 (client id as int16 string, then tagged fields).
+    body = b"\x00" + b"\x05logbe" + b"\x021" + b"\x00"
+    header = struct.pack(">hhih", ApiKey.API_VERSIONS, 3, 77, 4) + b"test" + b"\x00"
+    sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+    size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
+    payload = sock.recv(size, socket.MSG_WAITALL)
+    correlation, error = struct.unpack(">ih", payload[:6])
+    assert (correlation, error) == (77, ErrorCode.UNSUPPORTED_VERSION)
+    keys = struct.unpack(">i", payload[6:10])[0]
+    assert keys >= 10  # the v0 body lists our ranges so the client can retry
+
+
+def test_produce_validation_errors_append_nothing(broker):
+    with HarnessClient(broker.bootstrap) as client:
+        client.create_topic("checked")
+        good = build_batch(RECORDS)
+        client.produce("checked", 0, good)
+        bad_crc = bytearray(good)
+        bad_crc[-1] ^= 0xFF
+        for payload, code in [
+            (bytes(bad_crc), ErrorCode.CORRUPT_MESSAGE),
+            (good[:40], ErrorCode.CORRUPT_MESSAGE),
+            (good + bytes(bad_crc), ErrorCode.CORRUPT_MESSAGE),  # all or nothing
+            (build_batch([(b"k", b"x" * 2_000_000, [])]), ErrorCode.MESSAGE_TOO_LARGE),
+        ]:
+            with pytest.raises(KafkaError) as failure:
+                client.produce("checked", 0, payload)
+            assert failure.value.code == code
+        assert client.list_offset("checked", 0, -1)[0] == 10
+        assert client.produce("checked", 0, good) == 10
+
+
+def test_topic_names_are_checked_and_cannot_escape_the_log_dir(broker):
+    with HarnessClient(broker.bootstrap) as client:
+        for name in ["../escape", "a/b", "x" * 250, "", "..", "sp ace"]:
+            with pytest.raises(KafkaError) as failure:
+                client.produce(name, 0, build_batch(RECORDS))
+            assert failure.value.code == ErrorCode.INVALID_TOPIC_EXCEPTION, name
+    assert not (broker.log_dir.parent / "escape-0").exists()
+    assert sorted(p.name for p in broker.log_dir.parent.iterdir() if p.is_dir()) == ["broker0"]
+
+
+def test_fetch_out_of_range_and_unknown_partition(broker):
+    with HarnessClient(broker.bootstrap) as client:
+        client.create_topic("ranged")
+        client.produce("ranged", 0, build_batch(RECORDS))
+        assert client.fetch("ranged", 0, 11).error == ErrorCode.OFFSET_OUT_OF_RANGE
+        assert client.fetch("ranged", 0, -1).error == ErrorCode.OFFSET_OUT_OF_RANGE
+        empty = client.fetch("ranged", 0, 10)
+        assert (empty.error, len(empty.records), empty.high_watermark) == (0, 0, 10)
+        assert client.fetch("ranged", 7, 0).error == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+
+def test_acks_zero_failure_closes_the_connection(broker):
+    with HarnessClient(broker.bootstrap) as client:
+        client.create_topic("fire")
+        bad = bytearray(build_batch(RECORDS))
+        bad[-1] ^= 1
+        frame = encode_request(ApiKey.PRODUCE, 8, 1, "t", {
+            "acks": 0, "timeout_ms": 1000,
+            "topic_data": [{"name": "fire", "partition_data": [{"index": 0,
+                                                               "records": bytes(bad)}]}]})
+        client.sock.sendall(frame)
+        assert _closed_by_broker(client.sock)
+    _still_serves(broker)
+
+
+def test_invalid_acks(broker):
+    with HarnessClient(broker.bootstrap) as client, pytest.raises(KafkaError) as failure:
+        client.produce("acks", 0, build_batch(RECORDS), acks=2)
+    assert failure.value.code == ErrorCode.INVALID_REQUIRED_ACKS
+
+
+def _fetch_all(broker, topic: str, *, context: ssl.SSLContext | None = None) -> int:
+    with HarnessClient(broker.bootstrap, ssl_context=context) as client:
+        client.create_topic(topic)
+        for _ in range(20):
+            client.produce(topic, 0, build_batch([(None, b"z" * 1000, [])] * 100))
+        fetched = client.fetch(topic, 0, 0, max_bytes=1 << 30)
+        assert fetched.error == 0
+        return len(fetched.records)
+
+
+@pytest.mark.parametrize("mode", ["zerocopy", "copy", "tls"])
+def test_transmit_path_counters(broker_factory, mode):
+    """Fetched record bytes leave by exactly one path: sendfile unless --copy or TLS."""
+    broker = broker_factory(copy=mode == "copy", tls=mode == "tls")
+    context = None
+    if mode == "tls":
+        context = ssl.create_default_context(cafile=str(broker.ca_path))
+    sent = _fetch_all(broker, "paths", context=context)
+    assert sent > 2_000_000
+    for path in ("zerocopy", "copy", "tls"):
+        expected = sent if path == mode else 0
+        assert broker.metric("logbench_bytes_sent_total", path=path) == expected, path
+    assert broker.metric("logbench_fetch_bytes_total", read="tail") == sent
+
+
+def test_history_reads_are_told_from_tail_reads(broker_factory):
+    broker = broker_factory(tail_window_bytes=150_000)  # between one and two batches
+    with HarnessClient(broker.bootstrap) as client:
+        client.create_topic("lagging")
+        batch = build_batch([(None, b"h" * 1000, [])] * 100)  # ~100 KB per batch
+        for _ in range(10):
+            client.produce("lagging", 0, batch)
+        old = client.fetch("lagging", 0, 0, max_bytes=len(batch))  # 9 batches behind the end
+        new = client.fetch("lagging", 0, 900, max_bytes=len(batch))
+    assert broker.metric("logbench_fetch_bytes_total", read="history") == len(old.records)
+    assert broker.metric("logbench_fetch_bytes_total", read="tail") == len(new.records)
+
+
+def test_metrics_endpoint_documents_every_series(broker):
+    _still_serves(broker)
+    with urllib.request.urlopen(broker.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP")}
+    assert {"logbench_produce_bytes_total", "logbench_requests_total",
+            "logbench_request_seconds", "logbench_log_end_offset"} <= names
+    for name in names:
+        assert f"# HELP {name} \n" not in text, f"{name} has no help text"
+    assert 'logbench_log_end_offset{partition="0",topic="alive"} 10' in text
+
+
+def test_sigterm_writes_clean_shutdown_markers(broker):
+    _still_serves(broker)
+    assert broker.stop() == 0
+    partition_dir: Path = broker.log_dir / "alive-0"
+    assert (partition_dir / ".clean_shutdown").exists()
+    broker.start()
+    assert not (partition_dir / ".clean_shutdown").exists()
+    with HarnessClient(broker.bootstrap) as client:
+        assert client.list_offset("alive", 0, -1)[0] == 10
