@@ -13,6 +13,7 @@ import socket
 import ssl
 import struct
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -207,9 +208,10 @@ class Producer:
 
     def produce(self, topic: str, total_bytes: int, *, partition: int = 0,
                 record_bytes: int = 1024, batch_bytes: int = 256 * 1024, acks: int = 1,
-                compression: Compression = Compression.NONE) -> Transfer:
+                compression: Compression = Compression.NONE, in_flight: int = 5) -> Transfer:
         """Append at least ``total_bytes`` of records of ``record_bytes`` each (values of
-        incompressible-looking bytes, no keys), ``batch_bytes`` per produce request."""
+        incompressible-looking bytes, no keys), ``batch_bytes`` per produce request, with up
+        to ``in_flight`` requests unanswered (Kafka's producer pipelines 5 by default)."""
         per_batch = max(1, batch_bytes // (record_bytes + 8))
         value = (bytes(range(256)) * (record_bytes // 256 + 1))[:record_bytes]
         batch = build_batch([(None, value, [])] * per_batch, compression=compression)
@@ -217,19 +219,27 @@ class Producer:
                                          self.client.client_id,
                                          _produce_body(topic, partition, batch, acks)))
         requests = -(-total_bytes // len(batch))
+        pending: deque[int] = deque()
         started = time.perf_counter()
         for _ in range(requests):
             correlation = self.client.next_correlation_id()
             self.client.send_frame(frame, correlation)
             if acks != 0:
-                [response] = self.client.read_response(
-                    ApiKey.PRODUCE, PRODUCE_VERSION, correlation)["responses"]
-                [part] = response["partition_responses"]
-                if part["error_code"]:
-                    raise KafkaError(part["error_code"], f"Produce {topic}-{partition}",
-                                     part.get("error_message"))
+                pending.append(correlation)
+                if len(pending) >= in_flight:
+                    self._check_ack(topic, partition, pending.popleft())
+        while pending:
+            self._check_ack(topic, partition, pending.popleft())
         seconds = time.perf_counter() - started
         return Transfer(requests * len(batch), requests * per_batch, requests, requests, seconds)
+
+    def _check_ack(self, topic: str, partition: int, correlation: int) -> None:
+        [response] = self.client.read_response(
+            ApiKey.PRODUCE, PRODUCE_VERSION, correlation)["responses"]
+        [part] = response["partition_responses"]
+        if part["error_code"]:
+            raise KafkaError(part["error_code"], f"Produce {topic}-{partition}",
+                             part.get("error_message"))
 
 
 class Consumer:
