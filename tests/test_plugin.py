@@ -1,0 +1,207 @@
+"""The plugin as a user sees it: options, markers, fixtures, skips, failures and cleanup.
+
+Inner test sessions run through ``pytester``; where an inner session has to die (a timeout that
+exits the process, Ctrl-C) it runs in a subprocess so this session survives it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pytest_logbench.brokers import ReferenceBroker
+
+pytest_plugins = ["pytester"]
+
+RECORD_PID = """
+import json, os
+from pathlib import Path
+
+def record(broker):
+    Path(os.environ["LOGBENCH_RECORD"]).write_text(json.dumps(
+        {"pid": broker.pid, "log_dir": str(broker.log_dir)}))
+"""
+
+
+def _recorded(path: Path) -> tuple[int, Path]:
+    import json
+
+    data = json.loads(path.read_text())
+    return data["pid"], Path(data["log_dir"])
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_markers_and_options_are_documented(pytester):
+    markers = pytester.runpytest("--markers").stdout.str()
+    assert "slow:" in markers and "logbench_local:" in markers
+    help_text = pytester.runpytest("--help").stdout.str()
+    for option in ("--logbench-bootstrap", "--logbench-log-dir", "--logbench-keep-data"):
+        assert option in help_text
+
+
+def test_bad_bootstrap_is_a_usage_error(pytester):
+    result = pytester.runpytest("--logbench-bootstrap", "nohostport")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--logbench-bootstrap expects HOST:PORT*"])
+
+
+@pytest.mark.parametrize("outcome", ["passes", "fails"])
+def test_broker_is_stopped_and_its_data_removed(pytester, monkeypatch, outcome):
+    record = pytester.path / "record.json"
+    monkeypatch.setenv("LOGBENCH_RECORD", str(record))
+    pytester.makeconftest(RECORD_PID)
+    pytester.makepyfile(f"""
+        from conftest import record
+        from pytest_logbench.client import HarnessClient
+
+        def test_it(broker):
+            record(broker)
+            with HarnessClient(broker.bootstrap) as client:
+                client.create_topic("t")
+            assert {outcome == "passes"}
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(**{"passed" if outcome == "passes" else "failed": 1})
+    pid, log_dir = _recorded(record)
+    assert _gone(pid)
+    assert not log_dir.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["signal", "thread"])
+def test_timed_out_test_leaves_no_broker(pytester, monkeypatch, method):
+    """pytest-timeout's signal method unwinds through teardown; its thread method exits the
+    process outright, and the broker dies with it (PR_SET_PDEATHSIG)."""
+    record = pytester.path / "record.json"
+    monkeypatch.setenv("LOGBENCH_RECORD", str(record))
+    pytester.makeconftest(RECORD_PID)
+    pytester.makepyfile("""
+        import time
+        from conftest import record
+
+        def test_hangs(broker):
+            record(broker)
+            time.sleep(60)
+    """)
+    result = pytester.runpytest_subprocess("--timeout", "3", "--timeout-method", method)
+    assert result.ret != 0
+    pid, log_dir = _recorded(record)
+    deadline = time.monotonic() + 10
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(pid)
+    if method == "signal":
+        assert not log_dir.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_broker(pytester, tmp_path):
+    record = tmp_path / "record.json"
+    pytester.makeconftest(RECORD_PID)
+    pytester.makepyfile("""
+        import time
+        from conftest import record
+
+        def test_waits(broker):
+            record(broker)
+            time.sleep(60)
+    """)
+    inner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(pytester.path)],
+        cwd=pytester.path, env={**os.environ, "LOGBENCH_RECORD": str(record)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not record.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert record.exists(), "the inner test never started its broker"
+        time.sleep(0.2)
+        inner.send_signal(signal.SIGINT)
+        inner.wait(timeout=30)
+    finally:
+        inner.kill()
+    pid, log_dir = _recorded(record)
+    assert _gone(pid)
+    assert not log_dir.exists()
+
+
+def test_broker_that_fails_to_start_reports_its_stderr(pytester):
+    pytester.makepyfile("""
+        def test_it(broker_factory):
+            broker_factory(extra_args=("--segment-bytes", "12"))
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=0, failed=1)
+    result.stdout.fnmatch_lines(["*BrokerStartError*exited with status*", "*segment_bytes*"])
+
+
+def test_external_cluster_skips_local_powers(pytester, tmp_path):
+    external = ReferenceBroker(tmp_path / "external").start()
+    try:
+        pytester.makepyfile(f"""
+            def test_address(broker):
+                assert broker.bootstrap == "{external.bootstrap}"
+
+            def test_kill(broker):
+                broker.kill()
+
+            def test_copy_mode(broker_factory):
+                broker_factory(copy=True)
+
+            def test_page_cache(broker, page_cache):
+                page_cache.residency(broker)
+        """)
+        result = pytester.runpytest("--logbench-bootstrap", external.bootstrap, "-rs")
+        result.assert_outcomes(passed=1, skipped=3)
+        result.stdout.fnmatch_lines([
+            "*kill() needs a broker process started by logbench*",
+            "*need a reference broker started by logbench*",
+            "*needs --logbench-log-dir*",
+        ])
+        with_dir = pytester.runpytest("--logbench-bootstrap", external.bootstrap,
+                                      "--logbench-log-dir", str(external.log_dir),
+                                      "-k", "page_cache")
+        with_dir.assert_outcomes(passed=1)
+    finally:
+        external.stop()
+
+
+def test_launcher_hook_replaces_the_reference_broker(pytester):
+    pytester.makeconftest("""
+        from pytest_logbench.brokers import ReferenceBroker
+
+        launched = []
+
+        def pytest_logbench_launch_broker(log_dir, options, work_dir):
+            launched.append(log_dir)
+            return ReferenceBroker(log_dir, options.with_(num_partitions=3), work_dir=work_dir)
+
+        def pytest_logbench_broker_ready(broker):
+            launched.append("ready")
+    """)
+    pytester.makepyfile("""
+        from conftest import launched
+        from pytest_logbench.client import HarnessClient
+        from reference_broker.records import build_batch
+
+        def test_it(broker):
+            with HarnessClient(broker.bootstrap) as client:
+                client.produce("auto", 0, build_batch([(None, b"x", [])]))
+                assert client.partitions("auto") == 3
+            assert launched[-1] == "ready"
+    """)
+    pytester.runpytest().assert_outcomes(passed=1)
