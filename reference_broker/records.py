@@ -1,0 +1,494 @@
+"""Kafka RecordBatch v2: header view, produce-time validation, CRC-32C, build and iterate.
+
+The broker's data path treats a batch as opaque bytes with a 61-byte header in front: it checks
+the header and the CRC-32C when a batch is produced, rewrites the base offset and leader epoch
+(both outside the CRC) and from then on only ever ships the bytes. The record-level codec
+(`build_batch`, `iter_records`) exists for the harness client, the committed-offsets log and the
+tests, never for the fetch path.
+"""
+
+import gzip
+import importlib
+import struct
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from types import ModuleType
+
+import crc32c
+
+from reference_broker.protocol.errors import ErrorCode
+
+HEADER_SIZE = 61
+"""Bytes of a v2 batch header, base offset to record count."""
+LOG_OVERHEAD = 12
+"""The base offset + batch length prefix: a batch occupies LOG_OVERHEAD + batch_length bytes."""
+MAGIC = 2
+
+# Base offset, batch length, partition leader epoch, magic, CRC, attributes, last offset delta,
+# base timestamp, max timestamp, producer id, producer epoch, base sequence, record count.
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_OFFSET_FIELD = struct.Struct(">q")
+_INT32_FIELD = struct.Struct(">i")
+_LEADER_EPOCH_POS = 12
+_MAGIC_POS = 16
+_CRC_POS = 17
+_CRC_START = 21  # the CRC covers the attributes and everything after them
+_PREFIX_WITH_MAGIC = _MAGIC_POS + 1  # bytes needed to know a batch's size and format
+
+BytesLike = bytes | bytearray | memoryview
+
+_COMPRESSION_MASK = 0x07
+_TIMESTAMP_TYPE_BIT = 0x08
+_TRANSACTIONAL_BIT = 0x10
+_CONTROL_BIT = 0x20
+
+
+class Compression(IntEnum):
+    """The codec in attribute bits 0-2; a compressed batch compresses all its records together."""
+
+    NONE = 0
+    GZIP = 1
+    SNAPPY = 2
+    LZ4 = 3
+    ZSTD = 4
+
+
+class TimestampType(IntEnum):
+    """Attribute bit 3: whether record timestamps come from the producer or the broker."""
+
+    CREATE_TIME = 0
+    LOG_APPEND_TIME = 1
+
+
+class InvalidBatch(ValueError):
+    """A batch that Kafka would refuse, with the error code a broker answers with."""
+
+    def __init__(self, error_code: ErrorCode, problem: str, position: int) -> None:
+        super().__init__(f"record batch at byte {position}: {problem}")
+        self.error_code = error_code
+        self.problem = problem
+        self.position = position
+
+
+class CompressionUnavailable(RuntimeError):
+    """The batch's codec needs an optional package that is not installed (or is unsupported)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    """The 61-byte header of a v2 record batch, as stored on disk and sent on the wire."""
+
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        """Bytes the whole batch occupies in a segment or a response."""
+        return LOG_OVERHEAD + self.batch_length
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        """The offset the batch after this one starts at: the log end offset after an append."""
+        return self.last_offset + 1
+
+    @property
+    def compression(self) -> Compression:
+        return Compression(self.attributes & _COMPRESSION_MASK)
+
+    @property
+    def timestamp_type(self) -> TimestampType:
+        return TimestampType(bool(self.attributes & _TIMESTAMP_TYPE_BIT))
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & _TRANSACTIONAL_BIT)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & _CONTROL_BIT)
+
+
+@dataclass(slots=True)
+class Record:
+    """One decoded record; offsets and timestamps are absolute (base + delta)."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+
+def read_header(buf: BytesLike, pos: int = 0) -> BatchHeader:
+    """Parse the header of the batch starting at ``pos`` (no CRC or sanity checks)."""
+    if len(buf) - pos < HEADER_SIZE:
+        raise InvalidBatch(
+            ErrorCode.CORRUPT_MESSAGE,
+            f"only {len(buf) - pos} bytes left, a batch header needs {HEADER_SIZE}",
+            pos,
+        )
+    return BatchHeader(*_HEADER.unpack_from(buf, pos))
+
+
+def crc_ok(buf: BytesLike, pos: int, header: BatchHeader) -> bool:
+    """Whether the stored CRC-32C matches the batch's bytes from the attributes to its end."""
+    with memoryview(buf) as view:
+        return crc32c.crc32c(view[pos + _CRC_START : pos + header.size]) == header.crc
+
+
+def _sized_batch(buf: BytesLike, pos: int) -> int:
+    """Size of the batch at ``pos`` from its first 17 bytes, which the caller guarantees.
+
+    Rejects what can never be a v2 batch, so callers can tell a corrupt batch from one that is
+    merely cut off by the end of the buffer.
+    """
+    size = LOG_OVERHEAD + _INT32_FIELD.unpack_from(buf, pos + 8)[0]
+    if size < HEADER_SIZE:
+        raise InvalidBatch(
+            ErrorCode.CORRUPT_MESSAGE,
+            f"batch size {size} is below the {HEADER_SIZE}-byte v2 header",
+            pos,
+        )
+    magic = buf[pos + _MAGIC_POS]
+    if magic != MAGIC:
+        raise InvalidBatch(
+            ErrorCode.CORRUPT_MESSAGE, f"magic {magic}: only RecordBatch v2 is supported", pos
+        )
+    return size
+
+
+def validate_batches(buf: memoryview, max_batch_bytes: int) -> list[BatchHeader]:
+    """Apply Kafka's produce-time checks to every batch of a produce request's records.
+
+    Checks, in order, per batch: enough bytes for a header prefix, size >= 61 and magic 2
+    (CORRUPT_MESSAGE; Kafka 4 refuses old formats earlier, by request version), size <=
+    ``max_batch_bytes`` (MESSAGE_TOO_LARGE), the whole batch present and its CRC-32C right
+    (CORRUPT_MESSAGE), codec known (CORRUPT_MESSAGE), recordCount > 0 and
+    lastOffsetDelta + 1 == recordCount and not a control batch (INVALID_RECORD).
+
+    Kafka also parses every record (decompressing compressed batches) and requires base offset
+    0 from clients; we deliberately stop at the header and the CRC, since the record bytes are
+    opaque to the zero-copy path and the base offset is overwritten anyway. The CRC is computed
+    on memoryview slices: no batch is copied.
+    """
+    end = len(buf)
+    if end == 0:
+        raise InvalidBatch(ErrorCode.INVALID_RECORD, "no record batch in the records field", 0)
+    headers: list[BatchHeader] = []
+    pos = 0
+    while pos < end:
+        if end - pos < _PREFIX_WITH_MAGIC:
+            raise InvalidBatch(
+                ErrorCode.CORRUPT_MESSAGE, f"{end - pos} trailing bytes are no batch", pos
+            )
+        size = _sized_batch(buf, pos)
+        if size > max_batch_bytes:
+            raise InvalidBatch(
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"batch of {size} bytes exceeds max.message.bytes {max_batch_bytes}",
+                pos,
+            )
+        if size > end - pos:
+            raise InvalidBatch(
+                ErrorCode.CORRUPT_MESSAGE,
+                f"batch of {size} bytes runs past the end of the {end}-byte records",
+                pos,
+            )
+        header = read_header(buf, pos)
+        if not crc_ok(buf, pos, header):
+            raise InvalidBatch(ErrorCode.CORRUPT_MESSAGE, "CRC-32C mismatch", pos)
+        _codec(header, pos)
+        _check_produced(header, pos)
+        headers.append(header)
+        pos += size
+    return headers
+
+
+def _codec(header: BatchHeader, pos: int) -> Compression:
+    try:
+        return header.compression
+    except ValueError:
+        raise InvalidBatch(
+            ErrorCode.CORRUPT_MESSAGE,
+            f"unknown compression codec {header.attributes & _COMPRESSION_MASK}",
+            pos,
+        ) from None
+
+
+def _check_produced(header: BatchHeader, pos: int) -> None:
+    """The record-count and control checks, which only apply to batches from clients."""
+    if header.record_count <= 0:
+        raise InvalidBatch(
+            ErrorCode.INVALID_RECORD, f"record count {header.record_count} is not positive", pos
+        )
+    if header.last_offset_delta + 1 != header.record_count:
+        raise InvalidBatch(
+            ErrorCode.INVALID_RECORD,
+            f"last offset delta {header.last_offset_delta} does not fit record count "
+            f"{header.record_count}",
+            pos,
+        )
+    if header.is_control:
+        raise InvalidBatch(
+            ErrorCode.INVALID_RECORD, "control batches are written by brokers, not clients", pos
+        )
+
+
+def set_base_offset(
+    buf: bytearray | memoryview, pos: int, base_offset: int, leader_epoch: int
+) -> None:
+    """Assign the batch at ``pos`` its offsets and the leader epoch, in place.
+
+    Both fields lie before the CRC-covered range, which is why a broker can stamp offsets on a
+    produced batch without recomputing or even reading the rest of it.
+    """
+    _OFFSET_FIELD.pack_into(buf, pos, base_offset)
+    _INT32_FIELD.pack_into(buf, pos + _LEADER_EPOCH_POS, leader_epoch)
+
+
+def iter_batches(buf: BytesLike) -> Iterator[tuple[int, BatchHeader]]:
+    """Yield (byte position, header) of consecutive batches, as in a fetch response.
+
+    A partial batch at the end is normal in a fetch response (the broker cuts at max_bytes) and
+    ends the iteration quietly; a batch that cannot be v2 raises InvalidBatch. CRCs are not
+    checked here (`iter_records` and `crc_ok` do).
+    """
+    end = len(buf)
+    pos = 0
+    while end - pos >= _PREFIX_WITH_MAGIC:
+        size = _sized_batch(buf, pos)
+        if size > end - pos:
+            return
+        yield pos, read_header(buf, pos)
+        pos += size
+
+
+# --- record codec: harness client, committed-offsets log, tests ---------------------------------
+
+RecordInput = (
+    tuple[bytes | None, bytes | None]
+    | tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes | None]]]
+    | Record
+)
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    """Append a zigzag varint (Kafka's varint and varlong share the encoding)."""
+    zigzag = (value << 1) ^ (value >> 63)
+    while zigzag >= 0x80:
+        out.append((zigzag & 0x7F) | 0x80)
+        zigzag >>= 7
+    out.append(zigzag)
+
+
+def _get_varint(buf: BytesLike, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _put_bytes(out: bytearray, data: bytes | None) -> None:
+    if data is None:
+        _put_varint(out, -1)
+    else:
+        _put_varint(out, len(data))
+        out += data
+
+
+def _get_bytes(buf: BytesLike, pos: int) -> tuple[bytes | None, int]:
+    length, pos = _get_varint(buf, pos)
+    if length < 0:
+        return None, pos
+    if pos + length > len(buf):
+        raise ValueError(f"field of {length} bytes runs past the records")
+    return bytes(buf[pos : pos + length]), pos + length
+
+
+def _unpack_input(item: RecordInput) -> tuple[bytes | None, bytes | None, Iterable]:
+    if isinstance(item, tuple):
+        key, value, *rest = item
+        return key, value, (rest[0] if rest else None) or ()
+    return item.key, item.value, item.headers or ()
+
+
+def _optional_module(name: str, codec: Compression) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise CompressionUnavailable(
+            f"{codec.name} batches need the optional package {name.split('.')[0]!r} "
+            "(pip install 'logbench[clients]')"
+        ) from None
+
+
+def _compress(codec: Compression, data: bytes) -> bytes:
+    if codec is Compression.NONE:
+        return data
+    if codec is Compression.GZIP:
+        return gzip.compress(data, mtime=0)
+    if codec is Compression.LZ4:
+        # Kafka's Java LZ4 stream rejects dependent blocks.
+        return _optional_module("lz4.frame", codec).compress(data, block_linked=False)
+    if codec is Compression.ZSTD:
+        return _optional_module("zstandard", codec).ZstdCompressor().compress(data)
+    raise CompressionUnavailable(f"{codec.name} is not supported by logbench's record codec")
+
+
+def _decompress(codec: Compression, data: memoryview) -> bytes:
+    if codec is Compression.GZIP:
+        return gzip.decompress(data)
+    if codec is Compression.LZ4:
+        return _optional_module("lz4.frame", codec).decompress(data)
+    if codec is Compression.ZSTD:
+        # Frames from other producers may omit the content size; a stream reader copes.
+        zstandard = _optional_module("zstandard", codec)
+        with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as reader:
+            return reader.read()
+    raise CompressionUnavailable(f"{codec.name} is not supported by logbench's record codec")
+
+
+def build_batch(
+    records: Sequence[RecordInput],
+    *,
+    base_offset: int = 0,
+    base_timestamp: int | None = None,
+    timestamps: Sequence[int] | None = None,
+    compression: Compression = Compression.NONE,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+) -> bytes:
+    """Encode records as one CRC'd v2 batch, as a producer would send it.
+
+    ``records`` are (key, value[, headers]) tuples or Record-likes (only key, value and headers
+    are used). Timestamps: ``timestamps[i]`` per record if given, else ``base_timestamp`` for
+    all, else the current time. The batch's base timestamp is ``base_timestamp`` if given, else
+    the first record's, as the Java producer does.
+    """
+    items = [_unpack_input(item) for item in records]
+    if not items:
+        raise ValueError("a record batch holds at least one record")
+    if timestamps is None:
+        now = int(time.time() * 1000) if base_timestamp is None else base_timestamp
+        stamps = [now] * len(items)
+    else:
+        stamps = list(timestamps)
+        if len(stamps) != len(items):
+            raise ValueError(f"{len(stamps)} timestamps for {len(items)} records")
+    first_timestamp = stamps[0] if base_timestamp is None else base_timestamp
+
+    body = bytearray()
+    record = bytearray()
+    for offset_delta, ((key, value, headers), stamp) in enumerate(zip(items, stamps, strict=True)):
+        record.clear()
+        record.append(0)  # record attributes: unused
+        _put_varint(record, stamp - first_timestamp)
+        _put_varint(record, offset_delta)
+        _put_bytes(record, key)
+        _put_bytes(record, value)
+        header_list = list(headers)
+        _put_varint(record, len(header_list))
+        for header_key, header_value in header_list:
+            _put_bytes(record, header_key.encode())
+            _put_bytes(record, header_value)
+        _put_varint(body, len(record))
+        body += record
+
+    batch = bytearray(HEADER_SIZE)
+    batch += _compress(compression, bytes(body))
+    _HEADER.pack_into(
+        batch,
+        0,
+        base_offset,
+        len(batch) - LOG_OVERHEAD,
+        -1,  # partition leader epoch: the broker assigns it
+        MAGIC,
+        0,  # CRC, computed below over the finished bytes
+        int(compression),
+        len(items) - 1,
+        first_timestamp,
+        max(stamps),
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        len(items),
+    )
+    with memoryview(batch) as view:
+        struct.pack_into(">I", batch, _CRC_POS, crc32c.crc32c(view[_CRC_START:]))
+    return bytes(batch)
+
+
+def iter_records(batch: BytesLike) -> Iterator[Record]:
+    """Decode the records of the one batch at the start of ``batch`` (CRC-checked first).
+
+    Raises InvalidBatch (CORRUPT_MESSAGE) for a bad CRC or malformed records and
+    CompressionUnavailable for a codec this process cannot decode.
+    """
+    buf = memoryview(batch)
+    if len(buf) < _PREFIX_WITH_MAGIC:
+        raise InvalidBatch(ErrorCode.CORRUPT_MESSAGE, f"only {len(buf)} bytes", 0)
+    size = _sized_batch(buf, 0)
+    header = read_header(buf)
+    if size > len(buf):
+        raise InvalidBatch(ErrorCode.CORRUPT_MESSAGE, f"batch of {size} bytes is cut off", 0)
+    if not crc_ok(buf, 0, header):
+        raise InvalidBatch(ErrorCode.CORRUPT_MESSAGE, "CRC-32C mismatch", 0)
+    codec = _codec(header, 0)
+    data: BytesLike = buf[HEADER_SIZE:size]
+    if codec is not Compression.NONE:
+        data = _decompress(codec, data)
+    append_time = header.timestamp_type is TimestampType.LOG_APPEND_TIME
+    pos = 0
+    try:
+        for _ in range(header.record_count):
+            length, pos = _get_varint(data, pos)
+            record_end = pos + length
+            pos += 1  # record attributes: unused
+            timestamp_delta, pos = _get_varint(data, pos)
+            offset_delta, pos = _get_varint(data, pos)
+            key, pos = _get_bytes(data, pos)
+            value, pos = _get_bytes(data, pos)
+            header_count, pos = _get_varint(data, pos)
+            headers = []
+            for _ in range(header_count):
+                header_key, pos = _get_bytes(data, pos)
+                if header_key is None:
+                    raise ValueError("null header key")
+                header_value, pos = _get_bytes(data, pos)
+                headers.append((header_key.decode(), header_value))
+            if pos != record_end:
+                raise ValueError(f"record length {length} disagrees with its fields")
+            timestamp = (
+                header.max_timestamp if append_time else header.base_timestamp + timestamp_delta
+            )
+            yield Record(header.base_offset + offset_delta, timestamp, key, value, headers)
+    except (IndexError, ValueError) as exc:
+        raise InvalidBatch(ErrorCode.CORRUPT_MESSAGE, f"malformed record: {exc}", 0) from exc
+    if pos != len(data):
+        raise InvalidBatch(
+            ErrorCode.CORRUPT_MESSAGE, f"{len(data) - pos} bytes after the last record", 0
+        )
