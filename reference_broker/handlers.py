@@ -191,31 +191,18 @@ def _create_topic(
     return ErrorCode.NONE, None
 
 
-def _topic_configs(broker: Broker, name: str) -> dict[str, str]:
-    config = broker.store.topic_config(name)
-    return {
-        "cleanup.policy": "delete",
-        "segment.bytes": str(config.segment_bytes),
-        "segment.ms": str(config.segment_ms),
-        "retention.bytes": str(config.retention_bytes),
-        "retention.ms": str(config.retention_ms),
-        "max.message.bytes": str(config.max_message_bytes),
-        "index.interval.bytes": str(config.index_interval_bytes),
-        "file.delete.delay.ms": str(config.file_delete_delay_ms),
-    }
-
-
 RESOURCE_TOPIC, RESOURCE_BROKER = 2, 4
-CONFIG_SOURCE_DEFAULT = 5
+CONFIG_SOURCE_TOPIC, CONFIG_SOURCE_STATIC_BROKER, CONFIG_SOURCE_DEFAULT = 1, 4, 5
 
 
 async def handle_describe_configs(broker: Broker, request: Request) -> Body:
     results = []
     for resource in request.body["resources"]:
         kind, name = resource["resource_type"], resource["resource_name"]
-        error, message, configs = ErrorCode.NONE, None, {}
+        error, message, configs, overridden = ErrorCode.NONE, None, {}, set()
         if kind == RESOURCE_TOPIC and name in broker.store.topics():
-            configs = _topic_configs(broker, name)
+            configs = broker.store.topic_config(name).topic_configs()
+            overridden = set(broker.store.topic_overrides(name))
         elif kind == RESOURCE_TOPIC:
             error, message = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}"
         elif kind == RESOURCE_BROKER:
@@ -227,7 +214,8 @@ async def handle_describe_configs(broker: Broker, request: Request) -> Body:
         wanted = resource.get("configuration_keys")
         entries = [
             {"name": key, "value": value, "read_only": kind == RESOURCE_BROKER,
-             "is_default": False, "config_source": CONFIG_SOURCE_DEFAULT, "is_sensitive": False,
+             "is_default": key not in overridden and kind == RESOURCE_TOPIC,
+             "config_source": _config_source(kind, key in overridden), "is_sensitive": False,
              "synonyms": [], "config_type": 0, "documentation": None}
             for key, value in sorted(configs.items())
             if wanted is None or key in wanted
@@ -235,6 +223,12 @@ async def handle_describe_configs(broker: Broker, request: Request) -> Body:
         results.append({"error_code": error, "error_message": message, "resource_type": kind,
                         "resource_name": name, "configs": entries})
     return {"throttle_time_ms": 0, "results": results}
+
+
+def _config_source(kind: int, overridden: bool) -> int:
+    if kind == RESOURCE_BROKER:
+        return CONFIG_SOURCE_STATIC_BROKER
+    return CONFIG_SOURCE_TOPIC if overridden else CONFIG_SOURCE_DEFAULT
 
 
 # --- Produce ---------------------------------------------------------------------------------

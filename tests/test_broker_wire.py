@@ -207,3 +207,33 @@ def test_sigterm_writes_clean_shutdown_markers(broker):
     assert not (partition_dir / ".clean_shutdown").exists()
     with HarnessClient(broker.bootstrap) as client:
         assert client.list_offset("alive", 0, -1)[0] == 10
+
+
+def test_admin_create_and_describe_topics_with_a_real_client(broker):
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    wanted = NewTopic("configured", num_partitions=3, replication_factor=1,
+                      config={"segment.bytes": "1048576", "retention.ms": "60000"})
+    admin.create_topics([wanted])["configured"].result(30)
+    resource = ConfigResource("topic", "configured")
+    configs = admin.describe_configs([resource])[resource].result(30)
+    assert configs["segment.bytes"].value == "1048576"
+    assert not configs["segment.bytes"].is_default
+    assert configs["retention.bytes"].value == "-1" and configs["retention.bytes"].is_default
+    failures = {
+        "configured": NewTopic("configured", 1, 1),
+        "bad-config": NewTopic("bad-config", 1, 1, config={"segment.bytes": "many"}),
+        "replicated": NewTopic("replicated", 1, 3),
+    }
+    codes = {}
+    for name, future in admin.create_topics(list(failures.values())).items():
+        with pytest.raises(KafkaException) as failure:
+            future.result(30)
+        codes[name] = failure.value.args[0].code()
+    assert codes == {"configured": ErrorCode.TOPIC_ALREADY_EXISTS,
+                     "bad-config": ErrorCode.INVALID_CONFIG,
+                     "replicated": ErrorCode.INVALID_REPLICATION_FACTOR}
+    with HarnessClient(broker.bootstrap) as client:
+        assert client.partitions("configured") == 3

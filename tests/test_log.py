@@ -18,7 +18,14 @@ from reference_broker.log import (
     RecordListTooLarge,
 )
 from reference_broker.protocol.errors import ErrorCode
-from reference_broker.records import InvalidBatch, build_batch, crc_ok, iter_batches, read_header
+from reference_broker.records import (
+    Compression,
+    InvalidBatch,
+    build_batch,
+    crc_ok,
+    iter_batches,
+    read_header,
+)
 
 VALUE = b"v" * 200
 
@@ -189,6 +196,20 @@ def test_time_index_and_offset_for_timestamp(logs: Logs) -> None:
     for target in range(0, 1300, 25):
         brute = next(((offset, ts) for offset, ts in enumerate(timestamps) if ts >= target), None)
         assert log.offset_for_timestamp(target) == brute, target
+
+
+@pytest.mark.parametrize("codec", [Compression.NONE, Compression.GZIP, Compression.LZ4])
+def test_offset_for_timestamp_finds_the_record_inside_a_batch(logs: Logs, codec) -> None:
+    """Kafka answers ListOffsets by time with the exact record, not its batch's base offset."""
+    log = logs.open()
+    stamps = [10 * i for i in range(50)]
+    for start in (0, 25):
+        log.append(build_batch([(b"k", VALUE)] * 25, timestamps=stamps[start:start + 25],
+                               compression=codec))
+    for target in (0, 1, 10, 95, 240, 250, 251, 490):
+        brute = next(((o, ts) for o, ts in enumerate(stamps) if ts >= target), None)
+        assert log.offset_for_timestamp(target) == brute, target
+    assert log.offset_for_timestamp(491) is None
 
 
 # --- roll -------------------------------------------------------------------------------------

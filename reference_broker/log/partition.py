@@ -309,12 +309,10 @@ class PartitionLog:
         return self._distance_to_end(index, position)
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the first batch whose max timestamp is >= ``timestamp``.
+        """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``.
 
-        Batch granularity: the offset is the batch's base offset and the timestamp its max
-        timestamp (Kafka decodes the batch to find the exact record; the broker does not read
-        record bytes). None if no batch is that recent. ListOffsets' special timestamps
-        (-1 latest, -2 earliest) are the caller's: log_end_offset and log_start_offset.
+        None if no record is that recent (see ``Segment.find_timestamp``). ListOffsets' special
+        timestamps (-1 latest, -2 earliest) are the caller's: log_end_offset, log_start_offset.
         """
         for segment in self._segments:
             found = segment.find_timestamp(timestamp)

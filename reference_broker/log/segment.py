@@ -17,8 +17,10 @@ from reference_broker.records import (
     HEADER_SIZE,
     MAGIC,
     BatchHeader,
+    CompressionUnavailable,
     InvalidBatch,
     crc_ok,
+    iter_records,
     read_header,
 )
 
@@ -230,17 +232,26 @@ class Segment:
         return None
 
     def find_timestamp(self, timestamp: int) -> tuple[int, int] | None:
-        """(base offset, max timestamp) of the first batch whose max timestamp >= ``timestamp``.
+        """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``.
 
-        Starts from the time index entry just below ``timestamp``: no batch up to that entry's
-        batch can reach it.
+        Starts from the time index entry just below ``timestamp`` (no batch up to that entry's
+        batch can reach it), scans headers to the first batch whose max timestamp reaches it,
+        then decodes that one batch to find the record, as Kafka does. ListOffsets by time is
+        the only place the broker reads record bytes. A batch whose codec is not installed
+        (snappy) answers with its base offset and max timestamp instead.
         """
         if self.max_timestamp < timestamp:
             return None
         entry = self.time_index.below(timestamp)
         start = self.offset_index.floor(entry[1]) if entry else None
-        for _, header in self.headers(start[1] if start else 0):
+        for position, header in self.headers(start[1] if start else 0):
             if header.max_timestamp >= timestamp:
+                try:
+                    for record in iter_records(self.read_bytes(position, header.size)):
+                        if record.timestamp >= timestamp:
+                            return record.offset, record.timestamp
+                except CompressionUnavailable:
+                    pass
                 return header.base_offset, header.max_timestamp
         return None
 
