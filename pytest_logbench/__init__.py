@@ -1,1 +1,1 @@
-"""logbench: a pytest plugin that measures why Kafka is fast: page cache, sendfile, sequential IO."""
+"""logbench: a pytest plugin that measures why Kafka is fast (page cache, sendfile, appends)."""
