@@ -205,3 +205,24 @@ def test_launcher_hook_replaces_the_reference_broker(pytester):
             assert launched[-1] == "ready"
     """)
     pytester.runpytest().assert_outcomes(passed=1)
+
+
+@pytest.mark.slow
+def test_brokers_are_isolated_under_xdist(pytester):
+    """Ports come from the kernel and data dirs from mkdtemp, so parallel workers never share a
+    broker or a directory."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile("""
+        import pytest
+        from pytest_logbench.client import HarnessClient
+        from reference_broker.records import build_batch
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_own_broker(broker, n):
+            with HarnessClient(broker.bootstrap) as client:
+                for _ in range(n + 1):
+                    client.produce("t", 0, build_batch([(None, b"x", [])]))
+                assert client.list_offset("t", 0, -1)[0] == n + 1
+    """)
+    result = pytester.runpytest_subprocess("-n", "2")
+    result.assert_outcomes(passed=4)
