@@ -1,0 +1,90 @@
+"""API keys, the versions this codec handles, and where each API's flexible versions begin.
+
+The version ranges are the non-flexible ones listed in docs (shared/kafka-protocol.md): a broker
+that advertises only these never has to speak compact strings or tagged fields in a body.
+"""
+
+from enum import IntEnum
+
+
+class ApiKey(IntEnum):
+    """The Kafka API keys the reference broker speaks (numbers from Kafka's message JSON)."""
+
+    PRODUCE = 0
+    FETCH = 1
+    LIST_OFFSETS = 2
+    METADATA = 3
+    OFFSET_COMMIT = 8
+    OFFSET_FETCH = 9
+    FIND_COORDINATOR = 10
+    JOIN_GROUP = 11
+    HEARTBEAT = 12
+    LEAVE_GROUP = 13
+    SYNC_GROUP = 14
+    API_VERSIONS = 18
+    CREATE_TOPICS = 19
+    INIT_PRODUCER_ID = 22
+    DESCRIBE_CONFIGS = 32
+
+
+SCHEMA_VERSIONS: dict[ApiKey, tuple[int, int]] = {
+    ApiKey.PRODUCE: (0, 8),
+    ApiKey.FETCH: (0, 11),
+    ApiKey.LIST_OFFSETS: (0, 5),
+    ApiKey.METADATA: (0, 8),
+    ApiKey.OFFSET_COMMIT: (0, 7),
+    ApiKey.OFFSET_FETCH: (0, 5),
+    ApiKey.FIND_COORDINATOR: (0, 2),
+    ApiKey.JOIN_GROUP: (0, 5),
+    ApiKey.HEARTBEAT: (0, 3),
+    ApiKey.LEAVE_GROUP: (0, 3),
+    ApiKey.SYNC_GROUP: (0, 3),
+    ApiKey.API_VERSIONS: (0, 2),
+    ApiKey.CREATE_TOPICS: (0, 4),
+    ApiKey.INIT_PRODUCER_ID: (0, 1),
+    ApiKey.DESCRIBE_CONFIGS: (0, 3),
+}
+"""The (min, max) versions the codec encodes and decodes, per API key."""
+
+# First flexible version ("flexibleVersions" in the JSON): from there on a request uses header
+# v2, whose tagged fields must be skipped to find the body. Clients send such versions before
+# they know what the broker supports (ApiVersions v3+ above all), so the header must parse.
+FIRST_FLEXIBLE_VERSION: dict[ApiKey, int] = {
+    ApiKey.PRODUCE: 9,
+    ApiKey.FETCH: 12,
+    ApiKey.LIST_OFFSETS: 6,
+    ApiKey.METADATA: 9,
+    ApiKey.OFFSET_COMMIT: 8,
+    ApiKey.OFFSET_FETCH: 6,
+    ApiKey.FIND_COORDINATOR: 3,
+    ApiKey.JOIN_GROUP: 6,
+    ApiKey.HEARTBEAT: 4,
+    ApiKey.LEAVE_GROUP: 4,
+    ApiKey.SYNC_GROUP: 4,
+    ApiKey.API_VERSIONS: 3,
+    ApiKey.CREATE_TOPICS: 5,
+    ApiKey.INIT_PRODUCER_ID: 2,
+    ApiKey.DESCRIBE_CONFIGS: 4,
+}
+
+
+def api_name(api_key: int) -> str:
+    """Kafka's name for an API key ("Produce"), or "api key N" for one this codec does not know."""
+    try:
+        key = ApiKey(api_key)
+    except ValueError:
+        return f"api key {api_key}"
+    return "".join(word.capitalize() for word in key.name.split("_"))
+
+
+def is_flexible_request(api_key: int, api_version: int) -> bool:
+    """Whether a request of this key and version carries request header v2 (tagged fields).
+
+    Unknown keys are taken as non-flexible: their header is read up to the client id, which is
+    all the broker needs to answer UNSUPPORTED_VERSION.
+    """
+    try:
+        first = FIRST_FLEXIBLE_VERSION[ApiKey(api_key)]
+    except ValueError:
+        return False
+    return api_version >= first

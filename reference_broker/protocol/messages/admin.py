@@ -1,0 +1,150 @@
+"""Connection set-up and administration: ApiVersions, InitProducerId, CreateTopics,
+DescribeConfigs (request, response)."""
+
+from __future__ import annotations
+
+from ..api_keys import ApiKey
+from ..schema import BOOL, INT8, INT16, INT32, INT64, STRING, Array, Field, Struct
+
+_API_VERSIONS = (
+    Struct(),
+    Struct(
+        Field("error_code", INT16),
+        Field(
+            "api_keys",
+            Array(
+                Struct(
+                    Field("api_key", INT16),
+                    Field("min_version", INT16),
+                    Field("max_version", INT16),
+                )
+            ),
+        ),
+        Field("throttle_time_ms", INT32, "1+"),
+    ),
+)
+
+_INIT_PRODUCER_ID = (
+    Struct(
+        Field("transactional_id", STRING, nullable="0+"),
+        Field("transaction_timeout_ms", INT32),
+    ),
+    Struct(
+        Field("throttle_time_ms", INT32, "0+"),
+        Field("error_code", INT16),
+        Field("producer_id", INT64, default=-1),
+        Field("producer_epoch", INT16),
+    ),
+)
+
+_CREATE_TOPICS = (
+    Struct(
+        Field(
+            "topics",
+            Array(
+                Struct(
+                    Field("name", STRING),
+                    Field("num_partitions", INT32),
+                    Field("replication_factor", INT16),
+                    Field(
+                        "assignments",
+                        Array(
+                            Struct(
+                                Field("partition_index", INT32),
+                                Field("broker_ids", Array(INT32)),
+                            )
+                        ),
+                    ),
+                    Field(
+                        "configs",
+                        Array(
+                            Struct(
+                                Field("name", STRING),
+                                Field("value", STRING, nullable="0+"),
+                            )
+                        ),
+                    ),
+                )
+            ),
+        ),
+        Field("timeout_ms", INT32, default=60000),
+        Field("validate_only", BOOL, "1+", default=False),
+    ),
+    Struct(
+        Field("throttle_time_ms", INT32, "2+"),
+        Field(
+            "topics",
+            Array(
+                Struct(
+                    Field("name", STRING),
+                    Field("error_code", INT16),
+                    Field("error_message", STRING, "1+", nullable="0+"),
+                )
+            ),
+        ),
+    ),
+)
+
+_DESCRIBE_CONFIGS = (
+    Struct(
+        Field(
+            "resources",
+            Array(
+                Struct(
+                    Field("resource_type", INT8),
+                    Field("resource_name", STRING),
+                    Field("configuration_keys", Array(STRING), nullable="0+"),
+                )
+            ),
+        ),
+        Field("include_synonyms", BOOL, "1+", default=False),
+        Field("include_documentation", BOOL, "3+", default=False),
+    ),
+    Struct(
+        Field("throttle_time_ms", INT32, "0+"),
+        Field(
+            "results",
+            Array(
+                Struct(
+                    Field("error_code", INT16),
+                    Field("error_message", STRING, nullable="0+"),
+                    Field("resource_type", INT8),
+                    Field("resource_name", STRING),
+                    Field(
+                        "configs",
+                        Array(
+                            Struct(
+                                Field("name", STRING),
+                                Field("value", STRING, nullable="0+"),
+                                Field("read_only", BOOL),
+                                Field("is_default", BOOL, "0"),
+                                Field("config_source", INT8, "1+", default=-1),
+                                Field("is_sensitive", BOOL),
+                                Field(
+                                    "synonyms",
+                                    Array(
+                                        Struct(
+                                            Field("name", STRING, "1+"),
+                                            Field("value", STRING, "1+", nullable="0+"),
+                                            Field("source", INT8, "1+"),
+                                        )
+                                    ),
+                                    "1+",
+                                ),
+                                Field("config_type", INT8, "3+", default=0),
+                                Field("documentation", STRING, "3+", nullable="0+"),
+                            )
+                        ),
+                    ),
+                )
+            ),
+        ),
+    ),
+)
+
+DECLARED: dict[ApiKey, tuple[Struct, Struct]] = {
+    ApiKey.API_VERSIONS: _API_VERSIONS,
+    ApiKey.INIT_PRODUCER_ID: _INIT_PRODUCER_ID,
+    ApiKey.CREATE_TOPICS: _CREATE_TOPICS,
+    ApiKey.DESCRIBE_CONFIGS: _DESCRIBE_CONFIGS,
+}

@@ -1,0 +1,212 @@
+"""A declarative message schema in the shape of Kafka's JSON message definitions.
+
+Messages are declared once, across all versions, the way apache/kafka's
+``clients/src/main/resources/common/message/*.json`` does it (``versions``,
+``nullableVersions``, ``default``), so a reader can check a declaration against that JSON line by
+line. ``resolve`` turns a declaration into the schema of one version (fields outside the version
+dropped, nullability and defaults settled); the resolved schema decodes and encodes, and is what
+``request_schema``/``response_schema`` hand out for introspection (e.g. to derive hypothesis
+strategies).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from .exceptions import EncodeError, ProtocolError
+from .primitives import Reader, Writer
+
+# --- Version ranges, written as in the JSON: "3+", "0-7", "1", "none" ----------------------
+
+
+def _in_versions(spec: str, version: int) -> bool:
+    if spec == "none":
+        return False
+    if spec.endswith("+"):
+        return version >= int(spec[:-1])
+    low, _, high = spec.partition("-")
+    return int(low) <= version <= int(high or low)
+
+
+# --- Types -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Primitive:
+    """A wire type without inner structure, e.g. ``int32`` or a nullable ``string``.
+
+    ``name`` is the JSON type name; ``zero`` is what a missing field without a JSON default
+    encodes as; ``min_size`` is its smallest encoding, used to refuse impossible array counts.
+    """
+
+    name: str
+    nullable: bool
+    min_size: int
+    zero: Any
+    decode: Callable[[Reader], Any]
+    encode: Callable[[Writer, Any], None]
+
+
+BOOL = Primitive("bool", False, 1, False, Reader.boolean, Writer.boolean)
+INT8 = Primitive("int8", False, 1, 0, Reader.int8, Writer.int8)
+INT16 = Primitive("int16", False, 2, 0, Reader.int16, Writer.int16)
+INT32 = Primitive("int32", False, 4, 0, Reader.int32, Writer.int32)
+INT64 = Primitive("int64", False, 8, 0, Reader.int64, Writer.int64)
+STRING = Primitive("string", False, 2, "", Reader.string, Writer.string)
+BYTES = Primitive("bytes", False, 4, b"", Reader.binary, Writer.binary)
+RECORDS = Primitive("records", True, 4, None, Reader.records, Writer.records)
+
+_NULLABLE: dict[Primitive, Primitive] = {
+    STRING: Primitive("string", True, 2, None, Reader.nullable_string, Writer.nullable_string),
+    BYTES: Primitive("bytes", True, 4, None, Reader.nullable_binary, Writer.nullable_binary),
+    RECORDS: RECORDS,
+}
+
+
+class FieldSchema(NamedTuple):
+    """One field of a resolved struct: its dict key, wire type, and value when missing."""
+
+    name: str
+    type: Primitive | ArraySchema
+    default: Any
+
+
+# Errors Python raises for a value of the wrong type or range (struct.pack, str.encode, len).
+_BAD_VALUE = (struct.error, TypeError, ValueError, AttributeError, OverflowError)
+
+
+def _bad_value(step: str, type_: Any, value: Any, exc: Exception) -> EncodeError:
+    kind = type_.name if isinstance(type_, Primitive) else type(type_).__name__
+    return EncodeError(f"bad {kind} value {value!r:.60}: {exc}", path=[step])
+
+
+class StructSchema:
+    """The fields of a struct in one version, in wire order. Decodes to / encodes from a dict."""
+
+    __slots__ = ("fields", "min_size")
+
+    def __init__(self, fields: tuple[FieldSchema, ...]) -> None:
+        self.fields = fields
+        self.min_size = sum(f.type.min_size for f in fields)
+
+    def decode(self, reader: Reader) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, type_, _ in self.fields:
+            try:
+                out[name] = type_.decode(reader)
+            except ProtocolError as exc:
+                exc.path.insert(0, name)
+                raise
+        return out
+
+    def encode(self, writer: Writer, value: Mapping[str, Any]) -> None:
+        if not isinstance(value, Mapping):
+            raise EncodeError(f"expected a dict, got {type(value).__name__}")
+        for name, type_, default in self.fields:
+            item = value.get(name, default)
+            try:
+                type_.encode(writer, item)
+            except EncodeError as exc:
+                exc.path.insert(0, name)
+                raise
+            except _BAD_VALUE as exc:
+                raise _bad_value(name, type_, item, exc) from exc
+
+
+class ArraySchema:
+    """An int32-counted array of a primitive or a struct; -1 is null when nullable."""
+
+    __slots__ = ("element", "nullable")
+
+    min_size = 4
+
+    def __init__(self, element: Primitive | StructSchema, nullable: bool) -> None:
+        self.element = element
+        self.nullable = nullable
+
+    @property
+    def zero(self) -> list[Any] | None:
+        return None if self.nullable else []
+
+    def decode(self, reader: Reader) -> list[Any] | None:
+        decode = self.element.decode
+        count = reader.array_length(self.nullable, self.element.min_size)
+        if count is None:
+            return None
+        out = []
+        for i in range(count):
+            try:
+                out.append(decode(reader))
+            except ProtocolError as exc:
+                exc.path.insert(0, f"[{i}]")
+                raise
+        return out
+
+    def encode(self, writer: Writer, value: list[Any] | None) -> None:
+        writer.array_length(None if value is None else len(value), self.nullable)
+        if value is None:
+            return
+        encode = self.element.encode
+        for i, item in enumerate(value):
+            try:
+                encode(writer, item)
+            except EncodeError as exc:
+                exc.path.insert(0, f"[{i}]")
+                raise
+            except _BAD_VALUE as exc:
+                raise _bad_value(f"[{i}]", self.element, item, exc) from exc
+
+
+# --- Declarations ----------------------------------------------------------------------------
+
+_NO_DEFAULT: Any = object()
+
+
+class Field(NamedTuple):
+    """A field as the JSON declares it: all versions at once."""
+
+    name: str
+    type: Primitive | Array
+    versions: str = "0+"
+    nullable: str = "none"
+    default: Any = _NO_DEFAULT
+
+
+class Struct:
+    """A declared struct: its fields in wire order."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, *fields: Field) -> None:
+        self.fields = fields
+
+
+class Array(NamedTuple):
+    """A declared array (JSON ``[]int32`` or ``[]SomeStruct``)."""
+
+    element: Primitive | Struct
+
+
+def resolve(declared: Struct, version: int) -> StructSchema:
+    """The schema of ``declared`` in ``version``: only the fields that exist in it, with the
+    nullable wire form where the JSON allows null, and the default a missing key takes."""
+    fields = []
+    for field in declared.fields:
+        if not _in_versions(field.versions, version):
+            continue
+        nullable = _in_versions(field.nullable, version)
+        type_: Primitive | ArraySchema
+        if isinstance(field.type, Array):
+            element = field.type.element
+            resolved = resolve(element, version) if isinstance(element, Struct) else element
+            type_ = ArraySchema(resolved, nullable)
+        else:
+            type_ = _NULLABLE[field.type] if nullable else field.type
+        default = type_.zero if field.default is _NO_DEFAULT else field.default
+        if default is None and not type_.nullable:
+            raise ValueError(f"{field.name} v{version}: null default for a non-nullable field")
+        fields.append(FieldSchema(field.name, type_, default))
+    return StructSchema(tuple(fields))
