@@ -237,3 +237,28 @@ def test_admin_create_and_describe_topics_with_a_real_client(broker):
                      "replicated": ErrorCode.INVALID_REPLICATION_FACTOR}
     with HarnessClient(broker.bootstrap) as client:
         assert client.partitions("configured") == 3
+
+
+def test_long_poll_is_woken_by_an_append(broker):
+    """A fetch waiting at the log end returns the records appended while it waited (had it
+    not been woken, it would have returned empty after max_wait_ms)."""
+    import threading
+
+    with HarnessClient(broker.bootstrap) as waiter, HarnessClient(broker.bootstrap) as writer:
+        writer.create_topic("poll")
+        appended = threading.Timer(0.3, writer.produce, ("poll", 0, build_batch(RECORDS)))
+        appended.start()
+        try:
+            result = waiter.fetch("poll", 0, 0, max_wait_ms=30_000, min_bytes=1)
+        finally:
+            appended.join()
+        assert result.error == 0 and len(result.records) > 0
+        assert result.high_watermark == 10
+
+
+def test_long_poll_returns_what_it_has_at_max_wait(broker):
+    with HarnessClient(broker.bootstrap) as client:
+        client.create_topic("partial")
+        client.produce("partial", 0, build_batch(RECORDS))
+        result = client.fetch("partial", 0, 0, max_wait_ms=200, min_bytes=10**9)
+        assert result.error == 0 and 0 < len(result.records) < 10**9
