@@ -93,6 +93,7 @@ class _Member(threading.Thread):
                 self._step()
         except BaseException as exc:  # reported by Fleet.run, never lost with the thread
             self.result.error = exc
+            self._halt.set()  # a fleet with a dead member measures nothing worth waiting for
         finally:
             self.result.seconds = time.perf_counter() - started
 
