@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -34,3 +36,35 @@ def test_ruff_is_clean():
         pytest.skip("ruff is not installed (it comes with the 'test' extra)")
     result = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _readme_python_files() -> dict[str, str]:
+    """The README's runnable examples: python blocks whose first line names their file."""
+    blocks = re.findall(r"```python\n# (\S+\.py)\n(.*?)```", (ROOT / "README.md").read_text(),
+                        re.DOTALL)
+    return dict(blocks)
+
+
+def test_readme_has_runnable_examples_for_every_fixture():
+    text = "\n".join(_readme_python_files().values())
+    for fixture in ("broker", "broker_factory", "page_cache"):
+        assert re.search(rf"def test_\w+\([^)]*\b{fixture}\b", text), fixture
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(n for n in _readme_python_files() if n != "conftest.py"))
+def test_readme_example_runs(pytester, name):
+    files = _readme_python_files()
+    pytester.makepyfile(**{name.removesuffix(".py"): files[name]})
+    if name == "test_first.py":  # the conftest example changes every broker: check it too
+        pytester.makeconftest(files["conftest.py"])
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_readme_documents_every_metric():
+    from reference_broker.metrics import METRIC_HELP
+
+    readme = (ROOT / "README.md").read_text()
+    for name in METRIC_HELP:
+        assert f"`{name}" in readme, name
