@@ -124,14 +124,19 @@ class Fleet:
     def tail(self, count: int = 1) -> Fleet:
         """Consumers that start at the log end and keep up with it."""
         for _ in range(count):
-            self._plans.append((f"tail-{self._count('tail')}", "tail", {"start": "tail"}))
+            self._plans.append((f"tail-{self._count('tail')}", "tail",
+                                {"start": "tail", "until": None}))
         return self
 
-    def replay(self, count: int = 1, *, start: Start = "earliest") -> Fleet:
+    def replay(self, count: int = 1, *, start: Start = "earliest",
+               until: Start | None = None) -> Fleet:
         """Consumers that start far behind: ``"earliest"``, an offset, or a float fraction of
-        the log behind its end (0.5 = half way back)."""
+        the log behind its end (0.5 = half way back). With ``until`` (same forms, resolved at
+        the start of the run) they stop reading there, so a replay stays a replay of history
+        instead of catching up and joining the tail."""
         for _ in range(count):
-            self._plans.append((f"replay-{self._count('replay')}", "replay", {"start": start}))
+            self._plans.append((f"replay-{self._count('replay')}", "replay",
+                                {"start": start, "until": until}))
         return self
 
     def _count(self, role: str) -> int:
@@ -146,7 +151,7 @@ class Fleet:
             for name, role, plan in self._plans:
                 result = MemberResult(name, role)
                 step, client = (self._producer_step(result, plan) if role == "producer"
-                                else self._consumer_step(result, plan["start"]))
+                                else self._consumer_step(result, plan["start"], plan["until"]))
                 clients.append(client)
                 members.append(_Member(result, step, stop))
             for member in members:
@@ -164,14 +169,18 @@ class Fleet:
                     from member.result.error
         return FleetResult([m.result for m in members])
 
-    def _consumer_step(self, result: MemberResult,
-                       start: Start) -> tuple[Callable[[], None], HarnessClient]:
+    def _consumer_step(self, result: MemberResult, start: Start,
+                       until: Start | None) -> tuple[Callable[[], None], HarnessClient]:
         client = HarnessClient(self.bootstrap, **self.connection)
         position = self._start_offset(client, start)
+        stop_at = None if until is None else self._start_offset(client, until)
         result.start_offset = result.end_offset = position
 
         def step() -> None:
             nonlocal position
+            if stop_at is not None and position >= stop_at:
+                time.sleep(0.05)  # done: idle until the fleet stops
+                return
             began = time.perf_counter()
             fetched = client.fetch(self.topic, self.partition, position,
                                    max_bytes=self.fetch_max_bytes, max_wait_ms=100)
@@ -180,7 +189,7 @@ class Fleet:
             if fetched.error:
                 raise KafkaError(fetched.error, f"{result.name} fetch at {position}")
             for _, header in fetched.batches():
-                if header.last_offset >= position:
+                if header.last_offset >= position and (stop_at is None or position < stop_at):
                     result.bytes += header.size
                     position = header.next_offset
             result.end_offset = position
@@ -188,6 +197,7 @@ class Fleet:
         return step, client
 
     def _start_offset(self, client: HarnessClient, start: Start) -> int:
+        """The offset a start (or until) position names, against the log as it is now."""
         earliest = client.list_offset(self.topic, self.partition, -2)[0]
         latest = client.list_offset(self.topic, self.partition, -1)[0]
         if start == "tail":
