@@ -64,3 +64,13 @@ def test_member_errors_are_raised_not_lost(filled):
 def test_unknown_topic_is_reported_before_the_run(broker):
     with pytest.raises(KafkaError, match="UNKNOWN_TOPIC_OR_PARTITION"):
         Fleet(broker.bootstrap, "missing-topic").tail(1).run(seconds=0.5)
+
+
+def test_replay_until_stops_at_the_bound(filled):
+    with HarnessClient(filled.bootstrap) as client:
+        end = client.list_offset("events", 0, -1)[0]
+    fleet = Fleet(filled.bootstrap, "events").replay(1, start="earliest", until=0.5)
+    [member] = fleet.run(seconds=1.5).members
+    bound = end - end // 2
+    assert 0 <= member.end_offset - bound < 300  # stopped after the batch holding the bound
+    assert member.bytes < 20 * MIB
