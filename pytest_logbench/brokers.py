@@ -94,8 +94,22 @@ class BrokerOptions:
         return [*args, *self.extra_args]
 
 
+class _Address:
+    """``host`` and ``port`` of a broker with a ``bootstrap`` address."""
+
+    bootstrap: str
+
+    @property
+    def host(self) -> str:
+        return self.bootstrap.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.bootstrap.rsplit(":", 1)[1])
+
+
 @dataclass
-class ReferenceBroker:
+class ReferenceBroker(_Address):
     """A reference broker process with its own log dir; started by ``start()``.
 
     Restarts keep the port, so clients configured with the bootstrap address reconnect.
@@ -212,14 +226,6 @@ class ReferenceBroker:
         return self.ready["bootstrap"]
 
     @property
-    def host(self) -> str:
-        return self.bootstrap.rsplit(":", 1)[0]
-
-    @property
-    def port(self) -> int:
-        return int(self.bootstrap.rsplit(":", 1)[1])
-
-    @property
     def pid(self) -> int:
         assert self.process is not None, "broker not started"
         return self.process.pid
@@ -294,20 +300,12 @@ class ReferenceBroker:
 
 
 @dataclass
-class ExternalBroker:
+class ExternalBroker(_Address):
     """A cluster started elsewhere (``--logbench-bootstrap``). Tests get its address; local
     powers are available only when ``log_dir`` says where a local broker keeps its data."""
 
     bootstrap: str
     log_dir: Path | None = None
-
-    @property
-    def host(self) -> str:
-        return self.bootstrap.rsplit(":", 1)[0]
-
-    @property
-    def port(self) -> int:
-        return int(self.bootstrap.rsplit(":", 1)[1])
 
     def _local_only(self, what: str) -> LocalOnly:
         return LocalOnly(f"{what} needs a broker process started by logbench; this run uses the "

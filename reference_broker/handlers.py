@@ -21,7 +21,7 @@ from reference_broker.log import (
     validate_topic_name,
 )
 from reference_broker.log.partition import PartitionLog
-from reference_broker.protocol import ApiKey, RequestHeader
+from reference_broker.protocol import SCHEMA_VERSIONS, ApiKey, RequestHeader
 from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import InvalidBatch
 
@@ -30,26 +30,10 @@ if TYPE_CHECKING:
 
 Body = dict[str, Any]
 
-# What the broker advertises in ApiVersions. Every version inside a range is implemented, except
-# Produce 0-2: advertised (as Kafka 4 does) because older librdkafka enables gzip/snappy only when
-# Produce v0 is in range, and rejected at request time since they carry pre-v2 message formats.
-ADVERTISED: dict[ApiKey, tuple[int, int]] = {
-    ApiKey.PRODUCE: (0, 8),
-    ApiKey.FETCH: (0, 11),
-    ApiKey.LIST_OFFSETS: (0, 5),
-    ApiKey.METADATA: (0, 8),
-    ApiKey.OFFSET_COMMIT: (0, 7),
-    ApiKey.OFFSET_FETCH: (0, 5),
-    ApiKey.FIND_COORDINATOR: (0, 2),
-    ApiKey.JOIN_GROUP: (0, 5),
-    ApiKey.HEARTBEAT: (0, 3),
-    ApiKey.LEAVE_GROUP: (0, 3),
-    ApiKey.SYNC_GROUP: (0, 3),
-    ApiKey.API_VERSIONS: (0, 2),
-    ApiKey.CREATE_TOPICS: (0, 4),
-    ApiKey.INIT_PRODUCER_ID: (0, 1),
-    ApiKey.DESCRIBE_CONFIGS: (0, 3),
-}
+# What the broker advertises in ApiVersions: every version the codec speaks, for every API key
+# with a handler (the table at the end of this module). All are implemented, except Produce 0-2:
+# advertised (as Kafka 4 does) because older librdkafka enables gzip/snappy only when Produce v0
+# is in range, and rejected at request time since they carry pre-v2 message formats.
 FIRST_PRODUCE_VERSION_ACCEPTED = 3
 
 CLUSTER_ID = "logbench-reference-broker"
@@ -535,6 +519,6 @@ HANDLERS: dict[ApiKey, Handler] = {
     ApiKey.INIT_PRODUCER_ID: handle_init_producer_id,
     ApiKey.DESCRIBE_CONFIGS: handle_describe_configs,
 }
-assert HANDLERS.keys() == ADVERTISED.keys()
+ADVERTISED: dict[ApiKey, tuple[int, int]] = {key: SCHEMA_VERSIONS[key] for key in HANDLERS}
 
 __all__ = ["ADVERTISED", "HANDLERS", "CloseConnection", "Request", "api_versions_body"]
