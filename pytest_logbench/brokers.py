@@ -29,7 +29,7 @@ STDERR_TAIL_LINES = 30
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: the kernel SIGKILLs the broker if pytest dies.
 
     Fixture teardown stops brokers in the normal case; this covers the cases where teardown
@@ -147,7 +147,7 @@ class ReferenceBroker(_Address):
         try:
             self.process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         finally:
             stderr.close()
