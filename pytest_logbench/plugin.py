@@ -4,6 +4,8 @@ Fixtures:
     broker_factory  start reference brokers with options (``copy=True``, ``tls=True``, ...)
     broker          one fresh reference broker (or the external cluster) per test
     page_cache      evict / warm / residency of files or of a broker's segments
+    measure         measure workloads over rounds (``measure(w)``, ``measure.compare(a, b)``);
+                    results feed the terminal summary, JSON, baselines and plots
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ import pytest
 
 from pytest_logbench import hookspecs
 from pytest_logbench.brokers import BrokerOptions, ExternalBroker, LocalOnly, ReferenceBroker
+from pytest_logbench.measure import Meter
+from pytest_logbench.report import Baselines, SessionReport, parse_threshold, plots_unavailable
+
+REPORT_KEY = pytest.StashKey[SessionReport]()
 
 MARKERS = {
     "slow": "slow: takes more than a few seconds; still run in CI",
@@ -47,8 +53,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--logbench-keep-data", action="store_true", default=False,
         help="keep the reference brokers' log dirs after the tests (they are deleted otherwise)",
     )
+    group.addoption(
+        "--logbench-json", metavar="PATH", default=None,
+        help="write every measurement result, with machine and commit info, to this JSON file",
+    )
+    group.addoption(
+        "--logbench-save", metavar="NAME", default=None,
+        help="save this session's results as baseline NAME in the storage dir",
+    )
+    group.addoption(
+        "--logbench-compare", metavar="NAME", nargs="?", const="", default=None,
+        help="compare results with saved baseline NAME (a saved name or a JSON path; the latest "
+        "save when NAME is omitted: write --logbench-compare=NAME to avoid eating a test path)",
+    )
+    group.addoption(
+        "--logbench-compare-fail", metavar="METRIC:N%", action="append", default=[],
+        help="fail the session when METRIC got worse than the baseline by more than N%% at 99%% "
+        "confidence (metrics: throughput, records, cpu, syscalls); repeatable",
+    )
+    group.addoption(
+        "--logbench-storage", metavar="DIR", default=None,
+        help="where baselines are saved (default .logbench in the rootdir; ini: logbench_storage)",
+    )
+    group.addoption(
+        "--logbench-plot", metavar="DIR", default=None,
+        help="write PNG and SVG charts (throughput against the baseline, page-cache residency) "
+        "to DIR; needs matplotlib (pip install 'logbench[plot]')",
+    )
     parser.addini("logbench_bootstrap", "external cluster address (see --logbench-bootstrap)")
     parser.addini("logbench_log_dir", "external broker data dir (see --logbench-log-dir)")
+    parser.addini("logbench_storage", "baseline storage dir (see --logbench-storage)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -63,6 +97,45 @@ def pytest_configure(config: pytest.Config) -> None:
     log_dir = _setting(config, "log_dir")
     if log_dir is not None and not Path(log_dir).is_dir():
         raise pytest.UsageError(f"--logbench-log-dir {log_dir!r} is not a directory")
+    config.stash[REPORT_KEY] = _session_report(config)
+
+
+def _session_report(config: pytest.Config) -> SessionReport:
+    """Validate the reporting options up front: a CI job should fail at start, not after an
+    hour of measuring, when its baseline is missing or a threshold is mistyped."""
+    option = config.option
+    root = config.rootpath
+    storage = Path(_setting(config, "storage") or root / ".logbench")
+    try:
+        thresholds = tuple(parse_threshold(t) for t in option.logbench_compare_fail)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--logbench-compare-fail: {exc}") from None
+    if thresholds and option.logbench_compare is None:
+        raise pytest.UsageError("--logbench-compare-fail needs --logbench-compare[=NAME]")
+    compare_with, notes = None, []
+    if option.logbench_compare is not None:
+        name = option.logbench_compare or None
+        compare_with = Baselines(storage).find(name)
+        if compare_with is None and name is not None:
+            raise pytest.UsageError(
+                f"--logbench-compare: no baseline {name!r} in {Baselines(storage).directory}"
+            )
+        if compare_with is None:  # a first CI run: nothing saved yet, nothing to fail on
+            notes.append(f"--logbench-compare: no saved baseline in "
+                         f"{Baselines(storage).directory}; nothing compared")
+    if option.logbench_plot and (reason := plots_unavailable()):
+        raise pytest.UsageError(reason)
+    reporting = (option.logbench_json, option.logbench_save, option.logbench_compare,
+                 option.logbench_plot)
+    if getattr(option, "numprocesses", None) and any(v is not None for v in reporting):
+        raise pytest.UsageError("logbench reports collect results in one process: run the "
+                                "measured tests without pytest-xdist's -n")
+    return SessionReport(
+        rootdir=root, storage=storage,
+        json_path=Path(option.logbench_json) if option.logbench_json else None,
+        save=option.logbench_save, compare_with=compare_with, thresholds=thresholds,
+        plot_dir=Path(option.logbench_plot) if option.logbench_plot else None, notes=notes,
+    )
 
 
 def _setting(config: pytest.Config, name: str) -> str | None:
@@ -154,6 +227,46 @@ def page_cache() -> Any:
     from pytest_logbench.pagecache import PageCache
 
     return PageCache()
+
+
+@pytest.fixture
+def measure(request: pytest.FixtureRequest) -> Meter:
+    """Measure workloads over rounds: ``measure(FetchWorkload(broker, "64 MiB"))`` or
+    ``measure.compare(workload_a, workload_b)`` (interleaved). Each result is recorded for the
+    session's reports and passed to the ``pytest_logbench_result`` hook; under
+    ``--logbench-compare-fail`` a result that looks regressed is measured a second time."""
+    config = request.config
+    nodeid = request.node.nodeid
+
+    report = config.stash[REPORT_KEY]
+
+    def sink(result: Any) -> None:
+        report.add(result)
+        config.hook.pytest_logbench_result(result=result, nodeid=nodeid)
+
+    return Meter(nodeid=nodeid, sink=sink,
+                 suspect=report.suspect if report.thresholds and report.baseline else None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write the reports and fail the session on a regression beyond a threshold."""
+    report = session.config.stash.get(REPORT_KEY, None)
+    if report is None:
+        return
+    report.finish()
+    if report.regressions and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The logbench section: one row per result, regressions, files written."""
+    report = config.stash.get(REPORT_KEY, None)
+    lines = report.lines() if report is not None else []
+    if lines:
+        terminalreporter.section("logbench")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,0 +1,234 @@
+"""Assertions for performance tests that fail when, and only when, the evidence says so.
+
+Why not ``assert result.mb_per_s.median > 200``: on a shared machine one descheduled round
+moves a median of three, and a comparison of two medians measured minutes apart compares the
+neighbours as much as the code. These assertions decide on every round with a stated confidence
+(sign test: distribution-free, so a few wild rounds neither pass nor fail a test), compare two
+set-ups only on rounds measured interleaved, and say in their message which figures and which
+evidence they used, so a red CI job can be read without rerunning it.
+
+Examples (in a test using the ``broker_factory`` and ``measure`` fixtures)::
+
+    zc, cp = measure.compare(FetchWorkload(broker_factory(), "64 MiB"),
+                             FetchWorkload(broker_factory(copy=True), "64 MiB"), rounds=7)
+    assert_throughput(zc, at_least="200 MB/s")
+    assert_cheaper(zc, cp, cpu_per_gb_by=1.2)
+    assert_zero_copy(broker, during=lambda: consumer.consume("t"))
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psutil
+
+from pytest_logbench import pagecache
+from pytest_logbench.measure import (
+    DEFAULT_CONFIDENCE,
+    METRICS,
+    MetricsWindow,
+    Rate,
+    Result,
+    format_number,
+    median_lower_bound,
+    paired_ratios,
+    parse_rate,
+    sign_test_rank,
+)
+from pytest_logbench.zerocopy import Evidence, ZeroCopyReport, check_zero_copy
+
+__all__ = [
+    "CacheReport",
+    "assert_cheaper",
+    "assert_faster",
+    "assert_fetch_reads",
+    "assert_served_from_cache",
+    "assert_throughput",
+    "assert_zero_copy",
+]
+
+
+def _bound_note(n: int, confidence: float) -> str:
+    k = sign_test_rank(n, confidence)
+    return f"{confidence:.0%} lower bound = round {k} of {n} sorted (sign test on the median)"
+
+
+def _rounds(values: list[float]) -> str:
+    return " ".join(format_number(v) for v in values)
+
+
+def assert_throughput(result: Result, at_least: str | Rate, *,
+                      confidence: float = DEFAULT_CONFIDENCE) -> None:
+    """Fail unless the median throughput of ``result`` is at least ``at_least`` with
+    ``confidence``: ``"200 MB/s"`` and ``"1.5 GiB/s"`` check bytes, ``"50k records/s"``
+    records. Needs enough rounds for the confidence (5 for 95 %)."""
+    rate = parse_rate(at_least) if isinstance(at_least, str) else at_least
+    metric = METRICS["throughput" if rate.kind == "bytes" else "records"]
+    required = rate.per_second / 1e6 if rate.kind == "bytes" else rate.per_second
+    values = result.values(metric.name)
+    if not values:
+        raise ValueError(f"{result.key}: no rounds")
+    bound = median_lower_bound(values, confidence)
+    if bound >= required:
+        return
+    stats = result.stats(metric.name)
+    why = ("the median itself is below it" if stats.median < required else
+           f"the median is above it, but the rounds spread too far to say so at "
+           f"{confidence:.0%} confidence")
+    raise AssertionError(
+        f"{result.key}: {metric.name} not shown to be at least {metric.format(required)}: "
+        f"{why}\n"
+        f"  lower bound {metric.format(bound)} ({_bound_note(len(values), confidence)})\n"
+        f"  median {metric.format(stats.median)}, min {format_number(stats.min)}, max "
+        f"{format_number(stats.max)}, IQR {format_number(stats.iqr)}\n"
+        f"  rounds ({metric.unit}): {_rounds(values)}"
+    )
+
+
+def _assert_paired(better: Result, worse: Result, metric: str, by: float, confidence: float,
+                   claim: str) -> None:
+    """Fail unless the per-round ratios ``better/worse`` of ``metric`` (oriented so that
+    bigger means ``better`` wins) have a lower confidence bound of at least ``by``."""
+    if METRICS[metric].higher_is_better:
+        ratios = paired_ratios(better, worse, metric)
+    else:
+        ratios = paired_ratios(worse, better, metric)
+    bound = median_lower_bound(ratios, confidence)
+    if bound >= by:
+        return
+    unit = METRICS[metric]
+    raise AssertionError(
+        f"{better.name} not shown to be {claim} than {worse.name} by x{by:g} ({metric}): "
+        f"x{bound:.3g} at {confidence:.0%} confidence\n"
+        f"  per-round ratios (interleaved rounds): {' '.join(f'{r:.3g}' for r in ratios)}\n"
+        f"  lower bound x{bound:.3g} ({_bound_note(len(ratios), confidence)}), median ratio "
+        f"x{statistics.median(ratios):.3g}\n"
+        f"  {better.name}: median {unit.format(better.stats(metric).median)}; "
+        f"{worse.name}: median {unit.format(worse.stats(metric).median)}"
+    )
+
+
+def assert_faster(a: Result, b: Result, by: float = 1.0, *, metric: str = "throughput",
+                  confidence: float = DEFAULT_CONFIDENCE) -> None:
+    """Fail unless ``a`` beats ``b`` by the factor ``by`` (``a/b >= by`` per round, median
+    bounded with ``confidence``). ``a`` and ``b`` must come from one ``measure.compare``."""
+    if not METRICS[metric].higher_is_better:
+        raise ValueError(f"{metric} is a cost, not a speed: use assert_cheaper")
+    _assert_paired(a, b, metric, by, confidence, "faster")
+
+
+def assert_cheaper(a: Result, b: Result, *, cpu_per_gb_by: float | None = None,
+                   syscalls_per_gb_by: float | None = None,
+                   confidence: float = DEFAULT_CONFIDENCE) -> None:
+    """Fail unless ``b`` costs at least ``cpu_per_gb_by`` times the broker CPU per GB of ``a``
+    (and/or ``syscalls_per_gb_by`` times its syscalls per GB, a count that machine noise does
+    not move), per interleaved round with ``confidence``."""
+    if cpu_per_gb_by is None and syscalls_per_gb_by is None:
+        raise ValueError("give cpu_per_gb_by, syscalls_per_gb_by or both")
+    for metric, by in (("cpu", cpu_per_gb_by), ("syscalls", syscalls_per_gb_by)):
+        if by is not None:
+            _assert_paired(a, b, metric, by, confidence, "cheaper")
+
+
+def assert_zero_copy(broker: Any, during: Callable[[], object], *,
+                     evidence: Evidence = "auto") -> ZeroCopyReport:
+    """Run ``during`` and fail unless every payload byte fetched meanwhile left the broker by
+    sendfile and none by a copy, per the broker's counters and, where the kernel lets us, a
+    trace of the broker process (``evidence``: ``auto`` = perf, else strace, else counters
+    only; ``perf``/``strace`` insist; ``counters`` skips the trace). Returns the report; its
+    message names the evidence used."""
+    report = check_zero_copy(broker, during, evidence=evidence)
+    if not report.ok:
+        raise AssertionError(report.message())
+    return report
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    """Whether a fetch window was served from the page cache, and the evidence."""
+
+    payload_bytes: int
+    storage_read_bytes: int | None  # bytes the broker made the kernel read from storage
+    before: pagecache.Residency
+    after: pagecache.Residency
+
+    @property
+    def gained_pages(self) -> int:
+        """Segment pages that entered the cache during the window: read from disk."""
+        return self.before.delta(self.after).gained_pages
+
+    @property
+    def ok(self) -> bool:
+        return (self.payload_bytes > 0 and self.gained_pages == 0
+                and not self.storage_read_bytes)
+
+    def message(self) -> str:
+        served = "served from the page cache" if self.ok else "NOT served from the page cache"
+        io = ("unavailable" if self.storage_read_bytes is None
+              else f"{self.storage_read_bytes:,} B")
+        lines = [
+            f"fetch window {served}: {self.payload_bytes:,} payload bytes fetched",
+            f"  segment pages brought into the cache: {self.gained_pages} (residency before and "
+            f"after, via {self.after.method})",
+            f"  broker storage reads (/proc/PID/io read_bytes): {io}",
+        ]
+        if self.payload_bytes == 0:
+            lines.append("  - nothing was fetched in the window, so nothing shows a cache hit")
+        changed = [f for f in self.before.delta(self.after).files if f.gained_pages]
+        lines += [f"  - {f.report()}" for f in changed]
+        return "\n".join(lines)
+
+
+def assert_served_from_cache(broker: Any, during: Callable[[], object], *,
+                             topic: str | None = None) -> CacheReport:
+    """Run ``during`` (fetches only: appends add pages too) and fail unless it was served
+    from the page cache: no page of the broker's segments (of ``topic``, default all) entered
+    the cache meanwhile, and the broker read nothing from storage (its ``read_bytes``, which
+    counts real device reads, unlike ``rchar``)."""
+    files = broker.segment_files(topic) if topic is not None else broker.segment_files()
+    process = psutil.Process(broker.pid)
+    before = pagecache.residency(files)
+    io_before = _storage_reads(process)
+    with MetricsWindow(broker) as counters:
+        during()
+    io_after = _storage_reads(process)
+    after = pagecache.residency(files)
+    reads = None if io_before is None or io_after is None else io_after - io_before
+    report = CacheReport(int(counters.delta("logbench_fetch_bytes_total")), reads, before, after)
+    if not report.ok:
+        raise AssertionError(report.message())
+    return report
+
+
+def _storage_reads(process: psutil.Process) -> int | None:
+    try:
+        return process.io_counters().read_bytes
+    except (psutil.AccessDenied, AttributeError):  # no task IO accounting here
+        return None
+
+
+def assert_fetch_reads(broker: Any, kind: Literal["tail", "history"],
+                       during: Callable[[], object], *, at_least: float = 1.0) -> dict[str, int]:
+    """Run ``during`` and fail unless at least ``at_least`` (a fraction) of the payload bytes
+    fetched meanwhile were ``kind`` reads by the broker's own classification: ``tail`` when
+    a fetch starts within ``tail_window_bytes`` of the log end (just written, likely cached),
+    ``history`` otherwise (a lagging consumer or a replay). Returns bytes by kind."""
+    if kind not in ("tail", "history"):
+        raise ValueError(f"kind must be 'tail' or 'history', got {kind!r}")
+    with MetricsWindow(broker) as counters:
+        during()
+    read = {k: int(counters.delta("logbench_fetch_bytes_total", read=k))
+            for k in ("tail", "history")}
+    total = sum(read.values())
+    share = read[kind] / total if total else 0.0
+    if total == 0 or share < at_least:
+        raise AssertionError(
+            f"{share:.1%} of the fetched bytes were {kind} reads, wanted at least "
+            f"{at_least:.1%}: tail {read['tail']:,} B, history {read['history']:,} B "
+            "(broker counter logbench_fetch_bytes_total; tail = the fetch started within "
+            "tail_window_bytes of the log end)"
+        )
+    return read
