@@ -3,6 +3,8 @@
 Fixtures:
     broker_factory  start reference brokers with options (``copy=True``, ``tls=True``, ...)
     broker          one fresh reference broker (or the external cluster) per test
+    producer        the harness producer bound to ``broker``
+    consumer        the harness consumer bound to ``broker``
     page_cache      evict / warm / residency of files or of a broker's segments
     measure         measure workloads over rounds (``measure(w)``, ``measure.compare(a, b)``);
                     results feed the terminal summary, JSON, baselines and plots
@@ -20,7 +22,8 @@ import pytest
 
 from pytest_logbench import hookspecs
 from pytest_logbench.brokers import BrokerOptions, ExternalBroker, LocalOnly, ReferenceBroker
-from pytest_logbench.measure import Meter
+from pytest_logbench.client import Consumer, Producer
+from pytest_logbench.measure import Meter, client_options
 from pytest_logbench.report import Baselines, SessionReport, parse_threshold, plots_unavailable
 
 REPORT_KEY = pytest.StashKey[SessionReport]()
@@ -203,11 +206,12 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
 
 
 def _attach_memory_budget(broker: Any, limit_bytes: int) -> Any:
-    from pytest_logbench.memory import MemoryBudget, cgroup_support
+    from pytest_logbench.memory import MemoryBudget, cgroup_support, reap_stale
 
     supported, reason = cgroup_support()
     if not supported:
         pytest.skip(f"memory budget unavailable: {reason}")
+    reap_stale()  # budgets left by a run that was killed before its teardown
     budget = MemoryBudget(limit_bytes)
     broker.memory_budget = budget
     broker.after_start.append(lambda b: budget.add(b.pid))
@@ -218,6 +222,31 @@ def _attach_memory_budget(broker: Any, limit_bytes: int) -> Any:
 def broker(broker_factory: BrokerFactory) -> Any:
     """A fresh reference broker in its own temporary log dir (or the external cluster)."""
     return broker_factory()
+
+
+@pytest.fixture
+def producer(broker: Any) -> Iterator[Producer]:
+    """The harness producer bound to ``broker``: ``producer.produce(topic, total_bytes)``."""
+    client = Producer(broker.bootstrap, **client_options(broker))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def consumer(broker: Any) -> Iterator[Consumer]:
+    """The harness consumer bound to ``broker``: ``consumer.consume(topic)`` counts bytes and
+    batches without decoding records."""
+    client = Consumer(broker.bootstrap, **client_options(broker))
+    yield client
+    client.close()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip ``logbench_local`` tests against an external cluster without a known log dir."""
+    external = _setting(item.config, "bootstrap")
+    if external is not None and item.get_closest_marker("logbench_local") is not None:
+        pytest.skip(f"marked logbench_local: needs a broker process on this machine; this run "
+                    f"uses the external cluster at {external}")
 
 
 @pytest.fixture

@@ -143,8 +143,24 @@ def _topic_metadata(broker: Broker, name: str, allow_create: bool) -> Body:
             "topic_authorized_operations": NO_AUTHORIZED_OPERATIONS}
 
 
+MAX_PARTITIONS_PER_REQUEST = 10_000
+"""Kafka refuses a CreateTopics request for more partitions than this in total (KAFKA-17870,
+"Excessively large number of partitions per request"). Here it also keeps one request from
+blocking the event loop for hours: partitions are created synchronously, a few thousand a
+second, and a fuzzer's num_partitions of 2**31 - 1 would otherwise fill the disk."""
+
+
 async def handle_create_topics(broker: Broker, request: Request) -> Body:
     body = request.body
+    requested = sum(broker.config.num_partitions if t["num_partitions"] == -1
+                    else max(t["num_partitions"], 0) for t in body["topics"])
+    if requested > MAX_PARTITIONS_PER_REQUEST:
+        # Kafka answers POLICY_VIOLATION (44), which ErrorCode does not define yet.
+        message = (f"Excessively large number of partitions per request: {requested} > "
+                   f"{MAX_PARTITIONS_PER_REQUEST}")
+        return {"throttle_time_ms": 0, "topics": [
+            {"name": t["name"], "error_code": ErrorCode.INVALID_PARTITIONS,
+             "error_message": message} for t in body["topics"]]}
     results = []
     for topic in body["topics"]:
         error, message = _create_topic(broker, topic, validate_only=body.get("validate_only"))

@@ -226,3 +226,30 @@ def test_brokers_are_isolated_under_xdist(pytester):
     """)
     result = pytester.runpytest_subprocess("-n", "2")
     result.assert_outcomes(passed=4)
+
+
+def test_producer_and_consumer_fixtures_are_bound_to_the_broker(broker, producer, consumer):
+    sent = producer.produce("bound", 1 << 20)
+    fetched = consumer.consume("bound")
+    assert fetched.bytes == sent.bytes and fetched.records == sent.records
+    assert broker.metric("logbench_produce_bytes_total") == sent.bytes
+
+
+def test_logbench_local_marker_skips_against_an_external_cluster(pytester, tmp_path):
+    external = ReferenceBroker(tmp_path / "external").start()
+    try:
+        pytester.makepyfile("""
+            import pytest
+
+            @pytest.mark.logbench_local
+            def test_needs_local(broker):
+                pass
+
+            def test_portable(broker):
+                assert broker.bootstrap
+        """)
+        result = pytester.runpytest("--logbench-bootstrap", external.bootstrap, "-rs")
+        result.assert_outcomes(passed=1, skipped=1)
+        result.stdout.fnmatch_lines(["*marked logbench_local*"])
+    finally:
+        external.stop()

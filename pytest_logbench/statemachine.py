@@ -1,0 +1,425 @@
+"""A Hypothesis state machine of log semantics, to run against the reference broker or any
+Kafka cluster.
+
+Each example creates a fresh topic on a broker shared by ``examples_per_broker`` examples
+(starting a broker per example would spend the CI budget on start-ups; sharing one for a whole
+run would make every restart slower, since a broker opens all its partitions at start-up)
+and drives it with produces, fetches from any offset, segment-sized batches, ListOffsets,
+waits for retention and restarts, checking after every step what a Kafka log promises:
+
+- offsets are dense and strictly increasing per partition: a produce gets the log end offset
+  as its base offset, and the next one starts right after it;
+- a fetch from offset ``o`` returns exactly the records from ``o`` on, with the keys, values,
+  headers and timestamps that were produced;
+- the high watermark (one replica: the log end offset) is the next offset to be assigned;
+- the log start offset only moves forward, to a batch boundary, and a fetch below it gets
+  OFFSET_OUT_OF_RANGE, as does a fetch above the end;
+- after a restart, clean (SIGTERM) or not (SIGKILL: the page cache survives a process kill,
+  so under every fsync policy nothing acknowledged may be lost), every record is still there.
+
+Against an external cluster (``--logbench-bootstrap``) the broker has no local powers: the
+restart and retention rules are disabled (their preconditions are false, and an ``event``
+records why) and the rest runs unchanged.
+
+Extend it by subclassing and adding ``@rule``s that use ``produce``, ``read`` and
+``offsets``; run it with ``run_log_state_machine(broker_factory, MyMachine)``.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from hypothesis import event
+from hypothesis import settings as Settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from pytest_logbench.brokers import ExternalBroker, LocalOnly
+from pytest_logbench.client import FetchResult, HarnessClient, KafkaError
+from pytest_logbench.strategies import BatchSpec, batch_of_size, batches, examples, timestamps
+from reference_broker.protocol.errors import ErrorCode
+from reference_broker.records import BatchHeader, Record, iter_records
+
+LOG_MACHINE_CI_EXAMPLES = 60
+"""Examples per CI run (each up to the profile's ``stateful_step_count`` steps)."""
+
+REFUSALS = frozenset({ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE})
+"""Errors a produce may legitimately get for its size; the log must be unchanged after one."""
+
+NOT_READY = frozenset({ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.LEADER_NOT_AVAILABLE,
+                       ErrorCode.NOT_LEADER_OR_FOLLOWER})
+"""Errors a cluster answers while a just-created topic's leaders are being elected."""
+
+PATIENCE_S = 15.0
+"""How long to wait for something the broker must eventually do (a new topic's leaders, a
+retention pass). A liveness bound, not a performance one: it only ends a wait that would
+otherwise never end."""
+
+
+@dataclass
+class PartitionModel:
+    """What a partition must hold: every batch produced, in offset order, and the highest log
+    start offset seen so far (retention decides when it moves; the model only bounds it)."""
+
+    batches: list[tuple[int, BatchSpec, int]] = field(default_factory=list)  # base, spec, size
+    log_start: int = 0
+
+    @property
+    def end(self) -> int:
+        """The log end offset: the base offset the next produce must get."""
+        if not self.batches:
+            return 0
+        base, spec, _ = self.batches[-1]
+        return base + len(spec)
+
+    def append(self, spec: BatchSpec, size: int) -> None:
+        self.batches.append((self.end, spec, size))
+
+    def boundaries(self) -> set[int]:
+        """Offsets where a batch starts, and the end: where the log start may be."""
+        return {base for base, _, _ in self.batches} | {self.end}
+
+    def records_from(self, offset: int) -> list[Record]:
+        """The records a fetch from ``offset`` must return, in order."""
+        return [r for base, spec, _ in self.batches if base + len(spec) > offset
+                for r in spec.at(base) if r.offset >= offset]
+
+    def record(self, offset: int) -> Record | None:
+        for base, spec, _ in self.batches:
+            if base <= offset < base + len(spec):
+                return spec.at(base)[offset - base]
+        return None
+
+    def retained_bytes(self) -> int:
+        """Bytes of the batches from the log start on: what the broker's log holds."""
+        return sum(size for base, _, size in self.batches if base >= self.log_start)
+
+
+class LogStateMachine(RuleBasedStateMachine):
+    """Log semantics, checked after every step against a broker (see the module docstring).
+
+    Subclasses may override ``broker_options`` (what ``broker_factory`` is called with: 1 KiB
+    segments roll every few produces, and retention deletes them within a step or two, so both
+    happen in short examples), ``examples_per_broker``, ``partitions`` per topic and
+    ``max_restarts`` per example (a restart costs a few hundred milliseconds). Helpers for new
+    rules: ``produce`` (checks the base offset), ``read`` (checks every record of a fetch from
+    an offset to the end), ``offsets`` (checks ListOffsets earliest/latest), ``verify_all``;
+    the model of partition ``p`` is ``self.logs[p]``, the broker ``self.broker``.
+    """
+
+    broker_options: ClassVar[dict[str, Any]] = {
+        "segment_bytes": 1024,
+        "retention_bytes": 3072,
+        "extra_args": ("--retention-check-interval-ms", "20"),
+    }
+    examples_per_broker: ClassVar[int] = 20
+    partitions: ClassVar[int] = 2
+    max_restarts: ClassVar[int] = 1
+    brokers: ClassVar[BrokerSupply | None] = None  # bound by run_log_state_machine
+
+    def __init__(self) -> None:
+        super().__init__()
+        if self.brokers is None:
+            raise RuntimeError(
+                "run the machine with run_log_state_machine(broker_factory, machine)")
+        self.broker = self.brokers.next()
+        self.local = not isinstance(self.broker, ExternalBroker)
+        options = getattr(self.broker, "options", None) if self.local else None
+        self.segment_bytes: int | None = getattr(options, "segment_bytes", None)
+        retention = getattr(options, "retention_bytes", None)
+        self.retention_bytes = retention if retention is not None and retention >= 0 else None
+        if not self.local:
+            event("restart and retention rules off: the external cluster at "
+                  f"{self.broker.bootstrap} cannot be restarted or configured by logbench")
+        self.topic = f"logbench-log-{uuid.uuid4().hex[:12]}"
+        self.client = HarnessClient(self.broker.bootstrap)
+        # retention.ms=-1: timestamps are drawn from years back; only retention.bytes deletes.
+        self.client.create_topic(self.topic, self.partitions, {"retention.ms": "-1"})
+        self.logs = [PartitionModel() for _ in range(self.partitions)]
+        self.restarts = 0
+        self._await_leaders()
+
+    def teardown(self) -> None:
+        self.client.close()
+
+    def _await_leaders(self) -> None:
+        deadline = time.monotonic() + PATIENCE_S
+        for partition in range(self.partitions):
+            while (error := self.client.fetch(self.topic, partition, 0).error) in NOT_READY:
+                assert time.monotonic() < deadline, f"{self.topic}-{partition}: {error.name}"
+                time.sleep(0.05)
+            assert error == ErrorCode.NONE, f"fetch from a new topic: {error.name}"
+
+    # --- helpers for rules -------------------------------------------------------------------
+
+    def produce(self, partition: int, specs: list[BatchSpec]) -> int | None:
+        """Produce ``specs`` as one request; return the base offset, or None if the broker
+        refused the request for its size (then the log must not have changed)."""
+        log = self.logs[partition]
+        encoded = [spec.encode() for spec in specs]
+        size = sum(map(len, encoded))
+        try:
+            base = self.client.produce(self.topic, partition, b"".join(encoded))
+        except KafkaError as exc:
+            assert exc.code in REFUSALS, f"produce of {size} bytes: {exc}"
+            if self.segment_bytes is not None:
+                assert size > self.segment_bytes, f"{size} bytes fit a segment, yet {exc}"
+            return None
+        if self.segment_bytes is not None:
+            assert size <= self.segment_bytes, (
+                f"a {size}-byte produce was accepted though segment.bytes is "
+                f"{self.segment_bytes} (Kafka answers RECORD_LIST_TOO_LARGE)")
+        assert base == log.end, f"produce got base offset {base}, the log end is {log.end}"
+        for spec, data in zip(specs, encoded, strict=True):
+            log.append(spec, len(data))
+        return base
+
+    def read(self, partition: int, offset: int, max_bytes: int = 1 << 20) -> None:
+        """Fetch from ``offset`` to the end, ``max_bytes`` at a time, checking each record.
+
+        Out of range (below the log start, above the end) it must get OFFSET_OUT_OF_RANGE.
+        In range it must get exactly the model's records from ``offset`` on, unless retention
+        moves the log start past the fetch position meanwhile (which ``offsets`` verifies).
+        """
+        log = self.logs[partition]
+        if not log.log_start <= offset <= log.end:
+            error = self.client.fetch(self.topic, partition, offset, max_bytes=max_bytes).error
+            assert error == ErrorCode.OFFSET_OUT_OF_RANGE, (
+                f"fetch at {offset} outside [{log.log_start}, {log.end}] got {error.name}")
+            return
+        position, got = offset, []
+        for result, fetched in fetch_batches(self.client, self.topic, partition, offset,
+                                             max_bytes=max_bytes):
+            if result.error == ErrorCode.OFFSET_OUT_OF_RANGE:
+                start, _ = self.offsets(partition)
+                assert start > position, (
+                    f"fetch at {position} got OFFSET_OUT_OF_RANGE inside [{start}, {log.end}]")
+                return  # retention moved the log start past the position: nothing to compare
+            assert result.error == ErrorCode.NONE, f"fetch at {position}: {result.error.name}"
+            self._observe(partition, result.log_start_offset, result.high_watermark)
+            for header, records in fetched:
+                assert header.base_offset in log.boundaries(), (
+                    f"a batch starts at {header.base_offset}, no produced batch did")
+                for record in records:
+                    assert record == log.record(record.offset), (
+                        f"offset {record.offset}: fetched {record}, "
+                        f"produced {log.record(record.offset)}")
+                    if record.offset >= position:
+                        assert record.offset == position, (
+                            f"fetch from {position} skipped to offset {record.offset}")
+                        got.append(record)
+                        position += 1
+        assert got == log.records_from(offset), (
+            f"fetch from {offset} (max_bytes {max_bytes}) stopped at {position}, "
+            f"the log ends at {log.end}")
+
+    def offsets(self, partition: int) -> tuple[int, int]:
+        """ListOffsets earliest and latest, checked against the model; returns them."""
+        start, _ = self.client.list_offset(self.topic, partition, -2)
+        end, _ = self.client.list_offset(self.topic, partition, -1)
+        self._observe(partition, start, end)
+        return start, end
+
+    def _observe(self, partition: int, log_start: int, high_watermark: int) -> None:
+        log = self.logs[partition]
+        assert high_watermark == log.end, (
+            f"high watermark {high_watermark}, but the next offset is {log.end}")
+        assert log_start >= log.log_start, (
+            f"log start offset moved back from {log.log_start} to {log_start}")
+        assert log_start in log.boundaries(), (
+            f"log start offset {log_start} is inside a batch (boundaries "
+            f"{sorted(log.boundaries())})")
+        log.log_start = log_start
+
+    def verify_all(self) -> None:
+        """Read every partition from its log start to its end."""
+        for partition, log in enumerate(self.logs):
+            self.read(partition, log.log_start)
+
+    # --- rules -------------------------------------------------------------------------------
+
+    @rule(data=st.data(), specs=st.lists(batches(), min_size=1, max_size=3))
+    def produce_batches(self, data: st.DataObject, specs: list[BatchSpec]) -> None:
+        partition = data.draw(st.integers(0, self.partitions - 1), label="partition")
+        self.produce(partition, specs)
+
+    @precondition(lambda self: self.segment_bytes is not None)
+    @rule(data=st.data(), slack=st.integers(-80, 8))
+    def produce_segment_sized(self, data: st.DataObject, slack: int) -> None:
+        """A batch of segment.bytes + ``slack``: it fills a segment to the byte (so the next
+        produce rolls), or is a few bytes too large for any segment."""
+        assert self.segment_bytes is not None
+        partition = data.draw(st.integers(0, self.partitions - 1), label="partition")
+        self.produce(partition, [batch_of_size(self.segment_bytes + slack)])
+
+    @rule(data=st.data())
+    def fetch(self, data: st.DataObject) -> None:
+        """Fetch from any offset: below the log start, inside, at the end, past the end."""
+        partition = data.draw(st.integers(0, self.partitions - 1), label="partition")
+        offset = data.draw(st.integers(0, self.logs[partition].end + 2), label="offset")
+        max_bytes = data.draw(st.sampled_from([1, 100, 1024, 1 << 20]), label="max_bytes")
+        self.read(partition, offset, max_bytes)
+
+    @rule(data=st.data(), timestamp=timestamps())
+    def list_offset_by_time(self, data: st.DataObject, timestamp: int) -> None:
+        """ListOffsets by timestamp answers between the base offset of the batch holding the
+        first record at or after ``timestamp`` and that record's offset: Kafka's answer (that
+        record) and a batch-granular one (its batch) both qualify, so that brokers which do
+        not decode batches can run the machine too."""
+        partition = data.draw(st.integers(0, self.partitions - 1), label="partition")
+        log = self.logs[partition]
+        start = log.log_start
+        offset, found = self.client.list_offset(self.topic, partition, timestamp)
+        if self.offsets(partition)[0] != start:
+            return  # retention ran meanwhile: the answer may predate the new log start
+        first = next(((base, r) for base, spec, _ in log.batches if base >= start
+                      for r in spec.at(base) if r.timestamp >= timestamp), None)
+        if first is None:
+            assert offset == -1, f"no record at or after {timestamp}, yet offset {offset}"
+            return
+        batch_base, record = first
+        assert batch_base <= offset <= record.offset, (
+            f"timestamp {timestamp}: offset {offset}, expected one in "
+            f"[{batch_base}, {record.offset}]")
+        assert found >= timestamp, f"timestamp {timestamp}: answered timestamp {found}"
+
+    @precondition(lambda self: self.local and self.restarts < self.max_restarts
+                  and any(log.end > log.log_start for log in self.logs))
+    @rule(kill=st.booleans())
+    def restart(self, kill: bool) -> None:
+        """Restart the broker, cleanly or with SIGKILL, once there is something to lose, and
+        read everything back.
+
+        A SIGKILL loses no acknowledged produce under any fsync policy: the appends are in
+        the page cache, which outlives the process (only a power loss or an OS crash loses
+        unsynced pages; tests/test_crash_recovery.py simulates those).
+        """
+        self.client.close()
+        self.broker.restart(kill=kill)
+        self.restarts += 1
+        self.client = HarnessClient(self.broker.bootstrap)
+        self.verify_all()
+
+    @precondition(lambda self: self.retention_bytes is not None
+                  and self.segment_bytes is not None)
+    @rule()
+    def await_retention(self) -> None:
+        """Wait for retention.bytes to apply: Kafka deletes the oldest segment while the rest
+        still hold retention.bytes, so a log keeps less than retention.bytes plus one segment.
+        """
+        assert self.retention_bytes is not None and self.segment_bytes is not None
+        bound = self.retention_bytes + self.segment_bytes
+        deadline = time.monotonic() + PATIENCE_S
+        for partition, log in enumerate(self.logs):
+            while log.retained_bytes() >= bound:
+                assert time.monotonic() < deadline, (
+                    f"{self.topic}-{partition} still holds {log.retained_bytes()} bytes "
+                    f"(retention.bytes {self.retention_bytes}) after {PATIENCE_S} s")
+                time.sleep(0.02)
+                self.offsets(partition)
+
+    # --- invariants --------------------------------------------------------------------------
+
+    @invariant()
+    def watermarks_and_log_start(self) -> None:
+        """After every step: ListOffsets and an empty fetch at the end agree with the model."""
+        for partition, log in enumerate(self.logs):
+            self.offsets(partition)
+            result = self.client.fetch(self.topic, partition, log.end)
+            assert result.error == ErrorCode.NONE, f"fetch at the end: {result.error.name}"
+            assert len(result.records) == 0, "a fetch at the log end returned records"
+            self._observe(partition, result.log_start_offset, result.high_watermark)
+
+    @invariant()
+    def segments_start_at_batches(self) -> None:
+        """Where the segment files are visible: each starts at a batch boundary at or after
+        the log start, and none is larger than segment.bytes."""
+        for partition, log in enumerate(self.logs):
+            try:
+                paths = self.broker.segment_files(self.topic, partition)
+            except LocalOnly:
+                return
+            for path in paths:
+                assert int(path.stem) in log.boundaries(), f"{path.name}: not a batch start"
+                assert int(path.stem) >= log.log_start, f"{path.name}: below the log start"
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:  # retention deleted it after the listing
+                    continue
+                if self.segment_bytes is not None:
+                    assert size <= self.segment_bytes, f"{path.name}: {size} bytes"
+
+
+def fetch_batches(client: HarnessClient, topic: str, partition: int, offset: int, *,
+                  max_bytes: int = 1 << 20
+                  ) -> Iterator[tuple[FetchResult, list[tuple[BatchHeader, list[Record]]]]]:
+    """Fetch from ``offset`` up to the high watermark, yielding each response with its whole
+    batches decoded (``iter_records`` checks their CRCs).
+
+    Stops after a response with an error or without a whole batch (the caller judges whether
+    that is right) and once the high watermark is reached. Batches may start below
+    ``offset``, as Kafka's do.
+    """
+    position = offset
+    while True:
+        result = client.fetch(topic, partition, position, max_bytes=max_bytes)
+        fetched = [(header, list(iter_records(result.records[at:at + header.size])))
+                   for at, header in result.batches()]
+        yield result, fetched
+        if result.error or not fetched:
+            return
+        position = max(position, fetched[-1][0].next_offset)
+        if position >= result.high_watermark:
+            return
+
+
+class BrokerSupply:
+    """Hands each example a broker: a new one from ``factory(**options)`` every ``per_broker``
+    examples (the previous one is stopped), the same external cluster every time."""
+
+    def __init__(self, factory: Callable[..., Any], options: dict[str, Any],
+                 per_broker: int) -> None:
+        self.factory = factory
+        self.options = options
+        self.per_broker = per_broker
+        self.current: Any = None
+        self.served = 0
+
+    def next(self) -> Any:
+        if self.current is None or self.served >= self.per_broker:
+            if self.current is not None and not isinstance(self.current, ExternalBroker):
+                self.current.stop()
+            self.current = self.factory(**self.options)
+            self.served = 0
+        self.served += 1
+        return self.current
+
+
+def run_log_state_machine(broker_factory: Callable[..., Any],
+                          machine: type[LogStateMachine] = LogStateMachine,
+                          *, settings: Settings | None = None) -> None:
+    """Run ``machine`` (``LogStateMachine`` or a subclass) as a test, on brokers from
+    ``broker_factory`` (the fixture: reference brokers, or the ``--logbench-bootstrap``
+    cluster; any callable taking ``BrokerOptions`` fields works).
+
+    ``settings`` default to ``LOG_MACHINE_CI_EXAMPLES`` examples scaled by the loaded profile.
+    The machine is bound to its brokers in a subclass of the same name, so ``@seed`` and
+    ``@reproduce_failure`` placed on ``machine`` apply, and the printed failing program reads
+    ``state = <machine>()``.
+    """
+    supply = BrokerSupply(broker_factory, machine.broker_options, machine.examples_per_broker)
+    namespace = {"brokers": supply, "__module__": machine.__module__,
+                 "__qualname__": machine.__qualname__}
+    bound = types.new_class(machine.__name__, (machine,), exec_body=lambda ns: ns.update(namespace))
+    run_state_machine_as_test(bound, settings=settings or examples(LOG_MACHINE_CI_EXAMPLES))
