@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from hypothesis import event
+from hypothesis import HealthCheck, event
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -422,4 +422,8 @@ def run_log_state_machine(broker_factory: Callable[..., Any],
     namespace = {"brokers": supply, "__module__": machine.__module__,
                  "__qualname__": machine.__qualname__}
     bound = types.new_class(machine.__name__, (machine,), exec_body=lambda ns: ns.update(namespace))
-    run_state_machine_as_test(bound, settings=settings or examples(LOG_MACHINE_CI_EXAMPLES))
+    # Without a profile (a user's project has no logbench conftest), still no deadline and no
+    # too-slow health check: steps talk to a real broker and restarts take what they take.
+    default = examples(LOG_MACHINE_CI_EXAMPLES, deadline=None,
+                       suppress_health_check=[HealthCheck.too_slow])
+    run_state_machine_as_test(bound, settings=settings or default)
