@@ -13,6 +13,7 @@ import pytest
 
 from pytest_logbench.memory import MemoryBudget, cgroup_support, reap_stale
 from pytest_logbench.pagecache import evict, eviction_supported, residency
+from tests.unprivileged import as_nobody
 
 MiB = 1 << 20
 BUDGET = 64 * MiB
@@ -203,21 +204,10 @@ def test_reap_stale_removes_only_budgets_of_dead_owners(spawn: Spawn, parent: Pa
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as another user")
 def test_support_explains_a_refusal_to_an_unprivileged_user(parent: Path) -> None:
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            ok, reason = cgroup_support()
-            os.write(write_end, f"{ok} {reason}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        answer = pipe.read()
-    os.waitpid(pid, 0)
+    def support() -> str:
+        ok, reason = cgroup_support()
+        return f"{ok} {reason}"
+
+    answer = as_nobody(support)
     assert answer.startswith("False ")
     assert answer.endswith(f"not permitted: {parent} is not writable by uid 65534")

@@ -21,6 +21,7 @@ from pytest_logbench.pagecache import (
     residency,
     warm,
 )
+from tests.unprivileged import as_nobody
 
 MiB = 1 << 20
 # Tens of MiB, and not a whole number of pages: the partial last page is counted too.
@@ -246,28 +247,16 @@ def world_readable_file() -> Iterator[Path]:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as another user")
 def test_residency_of_a_file_we_may_not_write_is_refused(world_readable_file: Path) -> None:
     # mincore(2) would report every page of this evicted file resident to uid 65534: refusing is
-    # the only honest answer, for both count sources. A forked child drops to uid 65534 (no exec:
-    # the interpreter may live where that uid cannot read).
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            lines = []
-            for method in ("auto", "mincore"):
-                try:
-                    residency(world_readable_file, method=method)
-                    lines.append(f"{method} measured")
-                except PermissionError as exc:
-                    lines.append(f"{method} refused {exc.filename}")
-            os.write(write_end, "\n".join(lines).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        out = pipe.read().splitlines()
-    os.waitpid(pid, 0)
+    # the only honest answer, for both count sources.
+    def measure() -> str:
+        lines = []
+        for method in ("auto", "mincore"):
+            try:
+                residency(world_readable_file, method=method)
+                lines.append(f"{method} measured")
+            except PermissionError as exc:
+                lines.append(f"{method} refused {exc.filename}")
+        return "\n".join(lines)
+
+    out = as_nobody(measure).splitlines()
     assert out == [f"auto refused {world_readable_file}", f"mincore refused {world_readable_file}"]
