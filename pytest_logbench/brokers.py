@@ -94,6 +94,13 @@ class BrokerOptions:
         return [*args, *self.extra_args]
 
 
+def metric_sum(snapshot: dict[str, list[dict[str, Any]]], name: str,
+               labels: dict[str, str]) -> float:
+    """Sum of the samples of ``name`` in a metrics snapshot whose labels include ``labels``."""
+    return sum(sample.get("value", 0.0) for sample in snapshot.get(name, [])
+               if all(sample["labels"].get(k) == v for k, v in labels.items()))
+
+
 class _Address:
     """``host`` and ``port`` of a broker with a ``bootstrap`` address."""
 
@@ -259,11 +266,7 @@ class ReferenceBroker(_Address):
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
-        return sum(
-            sample.get("value", 0.0)
-            for sample in self.metrics().get(name, [])
-            if all(sample["labels"].get(k) == v for k, v in labels.items())
-        )
+        return metric_sum(self.metrics(), name, labels)
 
     def segment_files(self, topic: str | None = None, partition: int | None = None) -> list[Path]:
         """The ``.log`` segment files, oldest first, of one partition, a topic, or all."""

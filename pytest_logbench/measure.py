@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import pytest
 
-from pytest_logbench.brokers import LocalOnly
+from pytest_logbench.brokers import LocalOnly, metric_sum
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -445,12 +445,7 @@ class MetricsWindow:
 
     def delta(self, name: str, **labels: str) -> float:
         """Change of counter ``name`` summed over the samples whose labels include ``labels``."""
-        return _sum(self.after, name, labels) - _sum(self.before, name, labels)
-
-
-def _sum(snapshot: dict[str, list[dict[str, Any]]], name: str, labels: dict[str, str]) -> float:
-    return sum(sample.get("value", 0.0) for sample in snapshot.get(name, [])
-               if all(sample["labels"].get(k) == v for k, v in labels.items()))
+        return metric_sum(self.after, name, labels) - metric_sum(self.before, name, labels)
 
 
 # --- workloads -------------------------------------------------------------------------------
