@@ -591,7 +591,18 @@ class GroupConsumer:
                 member.commit(wanted)
             return wanted
 
-        return self._call(commit)
+        # A commit that meets a rebalance is refused (REBALANCE_IN_PROGRESS, or the client's own
+        # check); applications poll and retry, and the polling thread does the polling here.
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            try:
+                return self._call(commit)
+            except Exception as exc:
+                rebalancing = ("RebalanceInProgress" in type(exc).__name__
+                               or "REBALANCE_IN_PROGRESS" in str(exc))
+                if not rebalancing or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def close(self) -> None:
         """Close the client, which leaves the group (LeaveGroup) rather than letting the
