@@ -18,19 +18,25 @@ from pytest_logbench.pagecache import eviction_supported
 MIB = 1024 * 1024
 
 
-@pytest.fixture
-def loaded_broker(broker_factory):
-    """A broker with 32 MiB in 4 MiB segments of topic ``pc``."""
-    broker = broker_factory(segment_bytes=4 * MIB)
+def _filled_broker(broker_factory, topic: str, size: int, **options):
+    """A broker (skipped where its log dir cannot be evicted) holding ``size`` bytes of
+    ``topic``."""
+    broker = broker_factory(**options)
     supported, reason = eviction_supported(broker.log_dir)
     if not supported:
         pytest.skip(reason)
     producer = Producer(broker.bootstrap)
     try:
-        producer.produce("pc", 32 * MIB)
+        producer.produce(topic, size)
     finally:
         producer.close()
     return broker
+
+
+@pytest.fixture
+def loaded_broker(broker_factory):
+    """A broker with 32 MiB in 4 MiB segments of topic ``pc``."""
+    return _filled_broker(broker_factory, "pc", 32 * MIB, segment_bytes=4 * MIB)
 
 
 def test_evict_then_fetch_makes_segments_resident(loaded_broker, page_cache):
@@ -72,15 +78,8 @@ def test_memory_budget_replay_evicts_the_tail(broker_factory, page_cache):
     """Under a 64 MiB budget, a 256 MiB topic keeps only about the budget resident, and a
     replay of history from offset 0 pushes the warm tail segments out."""
     budget = 64 * MIB
-    broker = broker_factory(memory_limit_bytes=budget, segment_bytes=16 * MIB)
-    supported, reason = eviction_supported(broker.log_dir)
-    if not supported:
-        pytest.skip(reason)
-    producer = Producer(broker.bootstrap)
-    try:
-        producer.produce("big", 256 * MIB)
-    finally:
-        producer.close()
+    broker = _filled_broker(broker_factory, "big", 256 * MIB, memory_limit_bytes=budget,
+                            segment_bytes=16 * MIB)
     segments = broker.segment_files("big", 0)
     tail = segments[-2:]
     before = page_cache.residency(segments)
