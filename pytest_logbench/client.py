@@ -14,30 +14,33 @@ import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_logbench.errors import KafkaError
+from pytest_logbench.receive import (
+    FETCH_VERSION,
+    FetchStream,
+    PartitionProgress,
+    Receive,
+    SpliceDrain,
+    make_drain,
+    use_kernel_timeouts,
+)
 from reference_broker.protocol import ApiKey, decode_response, encode_request, read_frame_size
 from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import Compression, build_batch, iter_batches
 
+__all__ = ["Connection", "Consumer", "FetchResult", "HarnessClient", "KafkaError", "Producer",
+           "Transfer"]
+
 PRODUCE_VERSION = 8
-FETCH_VERSION = 11
 METADATA_VERSION = 8
 LIST_OFFSETS_VERSION = 5
 CREATE_TOPICS_VERSION = 4
 _CORRELATION = struct.Struct(">i")
 _CORRELATION_POS = 8  # size prefix (4), api key (2), api version (2)
-
-
-class KafkaError(Exception):
-    """A broker answered with an error code."""
-
-    def __init__(self, code: int, where: str, message: str | None = None) -> None:
-        self.code = ErrorCode(code)
-        detail = f": {message}" if message else ""
-        super().__init__(f"{where}: {self.code.name} ({code}){detail}")
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,17 @@ class Connection:
     """One blocking connection to a broker, one request in flight at a time."""
 
     def __init__(self, bootstrap: str, *, client_id: str = "logbench",
-                 ssl_context: ssl.SSLContext | None = None, timeout: float = 30.0) -> None:
+                 ssl_context: ssl.SSLContext | None = None, cafile: str | None = None,
+                 timeout: float = 30.0) -> None:
         host, port = bootstrap.rsplit(":", 1)
+        if cafile is not None and ssl_context is None:
+            # A file name, unlike a context, pickles: members in other processes get this.
+            ssl_context = ssl.create_default_context(cafile=cafile)
         raw = socket.create_connection((host, int(port)), timeout=timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = ssl_context.wrap_socket(raw, server_hostname=host) if ssl_context else raw
         self.client_id = client_id
+        self.timeout = timeout
         self._correlation = 0
         self._prefix = bytearray(4)
 
@@ -243,36 +251,57 @@ class Producer:
 
 
 class Consumer:
-    """Fetches a partition from an offset to a target, counting bytes and batches only."""
+    """Fetches partitions from an offset to a target, counting bytes, records and batches.
 
-    def __init__(self, bootstrap: str, **connection: Any) -> None:
+    ``receive`` chooses how record bytes leave the socket (``pytest_logbench.receive``):
+    ``"splice"`` moves them to /dev/null inside the kernel, so the consumer is never what a
+    measurement measures; ``"copy"`` receives them into a reused buffer, as a real client must;
+    ``"auto"`` (default) splices where it can and copies over TLS. ``pipeline`` sends the next
+    fetch while the last batch of a response is still being drained.
+    """
+
+    def __init__(self, bootstrap: str, *, receive: Receive = "auto", pipeline: bool = True,
+                 **connection: Any) -> None:
         self.client = HarnessClient(bootstrap, **connection)
+        try:
+            self.drain = make_drain(receive, self.client.sock)
+        except BaseException:
+            self.client.close()
+            raise
+        if isinstance(self.drain, SpliceDrain):
+            use_kernel_timeouts(self.client.sock, self.client.timeout)
+        self.pipeline = pipeline
+        self._streams: dict[tuple[str, tuple[int, ...], int, int], FetchStream] = {}
+
+    @property
+    def receive(self) -> str:
+        """The receive path in use: ``"splice"`` or ``"copy"``."""
+        return self.drain.kind
 
     def close(self) -> None:
+        self.drain.close()
         self.client.close()
 
-    def consume(self, topic: str, *, partition: int = 0, offset: int = 0,
+    def consume(self, topic: str, *, partition: int | Sequence[int] = 0, offset: int = 0,
                 until_offset: int | None = None, max_bytes: int = 8 << 20,
                 max_wait_ms: int = 100) -> Transfer:
-        """Read from ``offset`` until ``until_offset`` (default: the high watermark at the
-        first response). A fetch may start below the requested offset (it returns whole
-        batches): only batches at or after the position count."""
-        position, end = offset, until_offset
-        total = records = batches = requests = 0
+        """Read each partition from ``offset`` until ``until_offset`` (default: its high
+        watermark in the first response); several partitions share each fetch request. A fetch
+        may start below the requested offset (it returns whole batches): only batches at or
+        after the position count; a trailing partial batch, or one past the end, never does."""
+        partitions = (partition,) if isinstance(partition, int) else tuple(partition)
+        key = (topic, partitions, max_bytes, max_wait_ms)
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = FetchStream(self.client.sock, self.drain, topic, partitions,
+                                 client_id=self.client.client_id, max_bytes=max_bytes,
+                                 max_wait_ms=max_wait_ms, pipeline=self.pipeline)
+            self._streams[key] = stream
+        progress = [PartitionProgress(p, offset, until_offset) for p in partitions]
+        requests_before = stream.requests
         started = time.perf_counter()
-        while end is None or position < end:
-            result = self.client.fetch(topic, partition, position, max_bytes=max_bytes,
-                                       max_wait_ms=max_wait_ms)
-            requests += 1
-            if result.error:
-                raise KafkaError(result.error, f"Fetch {topic}-{partition} at {position}")
-            end = result.high_watermark if end is None else end
-            for _, header in result.batches():
-                if header.last_offset < position:
-                    continue
-                total += header.size
-                records += header.record_count
-                batches += 1
-                position = header.next_offset
+        stream.read(progress)
         seconds = time.perf_counter() - started
-        return Transfer(total, records, batches, requests, seconds)
+        return Transfer(sum(p.bytes for p in progress), sum(p.records for p in progress),
+                        sum(p.batches for p in progress), stream.requests - requests_before,
+                        seconds)

@@ -4,9 +4,10 @@ The seed's design consequence — "a fleet reading the tail is cheap; a fleet re
 competes for page cache and IO with everyone else" — is an experiment with three parts: a
 producer appending at a steady rate (whose acknowledgement latency shows when the broker is
 busy elsewhere), consumers that keep up with the tail, and consumers that replay from far
-behind. ``Fleet`` runs all three at once on threads (the harness client spends its time in
-``recv_into``/``sendall``, which release the GIL) and reports each member's throughput and
-latencies, so a test can compare a tail-only fleet with one that also replays.
+behind. ``Fleet`` runs all three at once, each member in a process of its own (threads of one
+interpreter would take turns at the GIL and measure that instead of the broker), and reports
+each member's throughput and latencies, so a test can compare a tail-only fleet with one that
+also replays.
 
 The broker's own account of the same window (tail vs history bytes) is in its metrics.
 """
@@ -14,13 +15,13 @@ The broker's own account of the same window (tail vs history bytes) is in its me
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_logbench.client import HarnessClient, KafkaError
+from pytest_logbench.members import MemberFailed, MemberGroup, Stop
 from reference_broker.records import build_batch
 
 Start = str | int | float  # "tail", "earliest", an offset, or a fraction of the log behind the end
@@ -78,24 +79,117 @@ class FleetResult:
         return statistics.median(rates) if rates else 0.0
 
 
-class _Member(threading.Thread):
-    """A fleet member: runs ``step`` until the fleet stops it, recording into ``result``."""
+@dataclass(frozen=True)
+class _MemberSpec:
+    """What a member process needs to build its member: picklable, so it can cross."""
 
-    def __init__(self, result: MemberResult, step: Callable[[], None],
-                 stop: threading.Event) -> None:
-        super().__init__(name=f"logbench-{result.name}", daemon=True)
-        self.result, self._step, self._halt = result, step, stop
+    name: str
+    role: str
+    bootstrap: str
+    topic: str
+    partition: int
+    fetch_max_bytes: int
+    connection: dict[str, Any]
+    plan: dict[str, Any]
 
-    def run(self) -> None:
-        started = time.perf_counter()
+    def __call__(self, stop: Stop) -> _FleetMember:
+        return _FleetMember(self, stop)
+
+
+class _FleetMember:
+    """A fleet member inside its own process: steps until the deadline or the fleet's stop."""
+
+    def __init__(self, spec: _MemberSpec, stop: Stop) -> None:
+        self.spec, self.stop = spec, stop
+        self.result = MemberResult(spec.name, spec.role)
+        self.client = HarnessClient(spec.bootstrap, **spec.connection)
         try:
-            while not self._halt.is_set():
+            self._step = (self._producer_step() if spec.role == "producer"
+                          else self._consumer_step(spec.plan["start"], spec.plan["until"]))
+        except BaseException:
+            self.client.close()
+            raise
+
+    def run(self, seconds: float) -> MemberResult:
+        started = time.perf_counter()
+        deadline = started + seconds
+        try:
+            while not self.stop.is_set() and time.perf_counter() < deadline:
                 self._step()
-        except BaseException as exc:  # reported by Fleet.run, never lost with the thread
-            self.result.error = exc
-            self._halt.set()  # a fleet with a dead member measures nothing worth waiting for
         finally:
             self.result.seconds = time.perf_counter() - started
+        return self.result
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _consumer_step(self, start: Start, until: Start | None) -> Callable[[], None]:
+        spec, result, client = self.spec, self.result, self.client
+        position = _resolve(client, spec.topic, spec.partition, start)
+        stop_at = None if until is None else _resolve(client, spec.topic, spec.partition, until)
+        result.start_offset = result.end_offset = position
+
+        def step() -> None:
+            nonlocal position
+            if stop_at is not None and position >= stop_at:
+                time.sleep(0.05)  # done: idle until the fleet stops
+                return
+            began = time.perf_counter()
+            fetched = client.fetch(spec.topic, spec.partition, position,
+                                   max_bytes=spec.fetch_max_bytes, max_wait_ms=100)
+            result.latencies.append(time.perf_counter() - began)
+            result.requests += 1
+            if fetched.error:
+                raise KafkaError(fetched.error, f"{result.name} fetch at {position}")
+            for _, header in fetched.batches():
+                if header.last_offset >= position and (stop_at is None or position < stop_at):
+                    result.bytes += header.size
+                    position = header.next_offset
+            result.end_offset = position
+
+        return step
+
+    def _producer_step(self) -> Callable[[], None]:
+        spec, result, client, plan = self.spec, self.result, self.client, self.spec.plan
+        per_batch = max(1, plan["batch"] // (plan["record"] + 8))
+        batch = build_batch([(None, b"p" * plan["record"], [])] * per_batch)
+        interval = len(batch) / (plan["rate"] * 1e6)
+        next_send = time.perf_counter()
+
+        def step() -> None:
+            nonlocal next_send
+            pause = next_send - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            began = time.perf_counter()
+            offset = client.produce(spec.topic, spec.partition, batch, acks=1)
+            result.latencies.append(time.perf_counter() - began)
+            if result.start_offset < 0:
+                result.start_offset = offset
+            result.end_offset = offset + per_batch
+            result.bytes += len(batch)
+            result.requests += 1
+            next_send = max(next_send + interval, began)
+
+        return step
+
+
+def _resolve(client: HarnessClient, topic: str, partition: int, start: Start) -> int:
+    """The offset a start (or until) position names, against the log as it is now."""
+    earliest = client.list_offset(topic, partition, -2)[0]
+    latest = client.list_offset(topic, partition, -1)[0]
+    if start == "tail":
+        return latest
+    if start == "earliest":
+        return earliest
+    if isinstance(start, float):
+        if not 0 <= start <= 1:
+            raise ValueError(f"a fractional start is in [0, 1], got {start}")
+        return latest - int((latest - earliest) * start)
+    if isinstance(start, int) and earliest <= start <= latest:
+        return start
+    raise ValueError(f"start must be 'tail', 'earliest', a fraction or an offset in "
+                     f"[{earliest}, {latest}], got {start!r}")
 
 
 class Fleet:
@@ -143,97 +237,20 @@ class Fleet:
         return sum(1 for _, r, _ in self._plans if r == role)
 
     def run(self, seconds: float) -> FleetResult:
-        """Run every member for ``seconds``; raise the first error a member hit."""
-        stop = threading.Event()
-        members: list[_Member] = []
-        clients: list[HarnessClient] = []
+        """Run every member for ``seconds``, each in its own process; raise the first error a
+        member hit (an error while members connect and find their offsets is raised as is)."""
+        specs = [_MemberSpec(name, role, self.bootstrap, self.topic, self.partition,
+                             self.fetch_max_bytes, self.connection, plan)
+                 for name, role, plan in self._plans]
+        names = [spec.name for spec in specs]
         try:
-            for name, role, plan in self._plans:
-                result = MemberResult(name, role)
-                step, client = (self._producer_step(result, plan) if role == "producer"
-                                else self._consumer_step(result, plan["start"], plan["until"]))
-                clients.append(client)
-                members.append(_Member(result, step, stop))
-            for member in members:
-                member.start()
-            stop.wait(seconds)
-        finally:
-            stop.set()
-            for member in members:
-                member.join(timeout=30)
-            for client in clients:
-                client.close()
-        for member in members:
-            if member.result.error is not None:
-                raise RuntimeError(f"fleet member {member.result.name} failed") \
-                    from member.result.error
-        return FleetResult([m.result for m in members])
-
-    def _consumer_step(self, result: MemberResult, start: Start,
-                       until: Start | None) -> tuple[Callable[[], None], HarnessClient]:
-        client = HarnessClient(self.bootstrap, **self.connection)
-        position = self._start_offset(client, start)
-        stop_at = None if until is None else self._start_offset(client, until)
-        result.start_offset = result.end_offset = position
-
-        def step() -> None:
-            nonlocal position
-            if stop_at is not None and position >= stop_at:
-                time.sleep(0.05)  # done: idle until the fleet stops
-                return
-            began = time.perf_counter()
-            fetched = client.fetch(self.topic, self.partition, position,
-                                   max_bytes=self.fetch_max_bytes, max_wait_ms=100)
-            result.latencies.append(time.perf_counter() - began)
-            result.requests += 1
-            if fetched.error:
-                raise KafkaError(fetched.error, f"{result.name} fetch at {position}")
-            for _, header in fetched.batches():
-                if header.last_offset >= position and (stop_at is None or position < stop_at):
-                    result.bytes += header.size
-                    position = header.next_offset
-            result.end_offset = position
-
-        return step, client
-
-    def _start_offset(self, client: HarnessClient, start: Start) -> int:
-        """The offset a start (or until) position names, against the log as it is now."""
-        earliest = client.list_offset(self.topic, self.partition, -2)[0]
-        latest = client.list_offset(self.topic, self.partition, -1)[0]
-        if start == "tail":
-            return latest
-        if start == "earliest":
-            return earliest
-        if isinstance(start, float):
-            if not 0 <= start <= 1:
-                raise ValueError(f"a fractional start is in [0, 1], got {start}")
-            return latest - int((latest - earliest) * start)
-        if isinstance(start, int) and earliest <= start <= latest:
-            return start
-        raise ValueError(f"start must be 'tail', 'earliest', a fraction or an offset in "
-                         f"[{earliest}, {latest}], got {start!r}")
-
-    def _producer_step(self, result: MemberResult,
-                       plan: dict[str, Any]) -> tuple[Callable[[], None], HarnessClient]:
-        client = HarnessClient(self.bootstrap, **self.connection)
-        per_batch = max(1, plan["batch"] // (plan["record"] + 8))
-        batch = build_batch([(None, b"p" * plan["record"], [])] * per_batch)
-        interval = len(batch) / (plan["rate"] * 1e6)
-        next_send = time.perf_counter()
-
-        def step() -> None:
-            nonlocal next_send
-            pause = next_send - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            began = time.perf_counter()
-            offset = client.produce(self.topic, self.partition, batch, acks=1)
-            result.latencies.append(time.perf_counter() - began)
-            if result.start_offset < 0:
-                result.start_offset = offset
-            result.end_offset = offset + per_batch
-            result.bytes += len(batch)
-            result.requests += 1
-            next_send = max(next_send + interval, began)
-
-        return step, client
+            group = MemberGroup(specs, names=names)
+        except MemberFailed as failure:
+            raise (failure.__cause__ or failure) from None
+        with group:
+            try:
+                return FleetResult(group.call("run", seconds, timeout=seconds + 60))
+            except MemberFailed as failure:
+                failed = next((n for n in names if f"{n} failed" in str(failure)), "?")
+                raise RuntimeError(f"fleet member {failed} failed:\n{failure}") \
+                    from failure.__cause__

@@ -474,9 +474,7 @@ def client_options(broker: Any) -> dict[str, Any]:
     """Connection arguments for the harness clients: a TLS broker needs its CA trusted."""
     options = getattr(broker, "options", None)
     if options is not None and options.tls:
-        import ssl
-
-        return {"ssl_context": ssl.create_default_context(cafile=str(broker.ca_path))}
+        return {"cafile": str(broker.ca_path)}
     return {}
 
 

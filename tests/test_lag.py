@@ -49,7 +49,7 @@ def test_fractional_start_and_bad_start(filled):
 
 
 def test_member_errors_are_raised_not_lost(filled):
-    """A member thread that dies (here: the broker is killed under it) fails the run."""
+    """A member process that fails (here: the broker is killed under it) fails the run."""
     fleet = Fleet(filled.bootstrap, "events").tail(1)
     killer = threading.Timer(0.3, filled.kill)
     killer.start()
@@ -59,6 +59,7 @@ def test_member_errors_are_raised_not_lost(filled):
     finally:
         killer.cancel()
     assert isinstance(failure.value.__cause__, ConnectionError | OSError)
+    assert "Traceback" in str(failure.value)  # the member's own traceback crosses over
 
 
 def test_unknown_topic_is_reported_before_the_run(broker):
