@@ -14,7 +14,7 @@ import os
 from raw_peer import RawAppendWorkload, RawFetchWorkload
 from tutorial import print_comparison
 
-from pytest_logbench.measure import FetchWorkload, ProduceWorkload
+from pytest_logbench.workloads import FetchWorkload, ProduceWorkload
 
 MIB = 1 << 20
 FETCH_SIZE = 256 * MIB

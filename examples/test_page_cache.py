@@ -23,7 +23,7 @@ from tutorial import print_comparison
 
 from pytest_logbench.assertions import assert_served_from_cache
 from pytest_logbench.client import Consumer
-from pytest_logbench.measure import FetchWorkload
+from pytest_logbench.workloads import FetchWorkload
 
 SIZE = "128 MiB"
 ROUNDS = 5

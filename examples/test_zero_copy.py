@@ -23,7 +23,7 @@ from tutorial import print_comparison
 
 from pytest_logbench.assertions import assert_zero_copy
 from pytest_logbench.client import Consumer
-from pytest_logbench.measure import FetchWorkload, client_options
+from pytest_logbench.workloads import FetchWorkload, client_options
 
 SIZE = "128 MiB"
 ROUNDS = 5

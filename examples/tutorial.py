@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import statistics
 
-from pytest_logbench.measure import METRICS, Result, format_number, paired_ratios
+from pytest_logbench.results import METRICS, Result, paired_ratios
+from pytest_logbench.stats import format_number
 
 
 def print_comparison(title: str, a: Result, b: Result,

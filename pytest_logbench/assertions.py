@@ -26,15 +26,13 @@ from typing import Any, Literal
 import psutil
 
 from pytest_logbench import pagecache
-from pytest_logbench.measure import (
+from pytest_logbench.measure import MetricsWindow
+from pytest_logbench.results import METRICS, Result, paired_ratios
+from pytest_logbench.stats import (
     DEFAULT_CONFIDENCE,
-    METRICS,
-    MetricsWindow,
     Rate,
-    Result,
     format_number,
     median_lower_bound,
-    paired_ratios,
     parse_rate,
     sign_test_rank,
 )

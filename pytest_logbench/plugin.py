@@ -23,10 +23,12 @@ import pytest
 from pytest_logbench import hookspecs
 from pytest_logbench.brokers import BrokerOptions, ExternalBroker, LocalOnly, ReferenceBroker
 from pytest_logbench.client import Consumer, Producer
-from pytest_logbench.measure import Meter, client_options
+from pytest_logbench.measure import Budget, Meter
 from pytest_logbench.report import Baselines, SessionReport, parse_threshold, plots_unavailable
+from pytest_logbench.workloads import client_options
 
 REPORT_KEY = pytest.StashKey[SessionReport]()
+BUDGET_KEY = pytest.StashKey[Budget]()
 
 MARKERS = {
     "slow": "slow: takes more than a few seconds; still run in CI",
@@ -83,6 +85,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write PNG and SVG charts (throughput against the baseline, page-cache residency) "
         "to DIR; needs matplotlib (pip install 'logbench[plot]')",
     )
+    group.addoption(
+        "--logbench-max-rounds", metavar="N", type=int, default=None,
+        help="while a verdict (the gate, assert_faster, ...) is undecided, record more rounds up "
+        "to N per workload (default 25; ini: logbench_max_rounds)",
+    )
+    group.addoption(
+        "--logbench-budget-seconds", metavar="S", type=float, default=None,
+        help="... and for at most S seconds per measurement (default 90; ini: "
+        "logbench_budget_seconds)",
+    )
+    parser.addini("logbench_max_rounds", "round budget (see --logbench-max-rounds)")
+    parser.addini("logbench_budget_seconds", "time budget (see --logbench-budget-seconds)")
     parser.addini("logbench_bootstrap", "external cluster address (see --logbench-bootstrap)")
     parser.addini("logbench_log_dir", "external broker data dir (see --logbench-log-dir)")
     parser.addini("logbench_storage", "baseline storage dir (see --logbench-storage)")
@@ -101,6 +115,25 @@ def pytest_configure(config: pytest.Config) -> None:
     if log_dir is not None and not Path(log_dir).is_dir():
         raise pytest.UsageError(f"--logbench-log-dir {log_dir!r} is not a directory")
     config.stash[REPORT_KEY] = _session_report(config)
+    config.stash[BUDGET_KEY] = _budget(config)
+    for note in config.stash[REPORT_KEY].notes:
+        if note.startswith("WARNING"):
+            config.issue_config_time_warning(pytest.PytestWarning(note), stacklevel=2)
+
+
+def _budget(config: pytest.Config) -> Budget:
+    rounds = config.getoption("logbench_max_rounds") or config.getini("logbench_max_rounds")
+    seconds = (config.getoption("logbench_budget_seconds")
+               or config.getini("logbench_budget_seconds"))
+    try:
+        budget = Budget(max_rounds=int(rounds) if rounds else Budget.max_rounds,
+                        seconds=float(seconds) if seconds else Budget.seconds)
+    except ValueError as exc:
+        raise pytest.UsageError(f"logbench budget: {exc}") from None
+    if budget.max_rounds < 1 or budget.seconds <= 0:
+        raise pytest.UsageError("--logbench-max-rounds and --logbench-budget-seconds must be "
+                                f"positive, got {budget.max_rounds} and {budget.seconds:g}")
+    return budget
 
 
 def _session_report(config: pytest.Config) -> SessionReport:
@@ -259,11 +292,12 @@ def page_cache() -> Any:
 
 
 @pytest.fixture
-def measure(request: pytest.FixtureRequest) -> Meter:
+def measure(request: pytest.FixtureRequest) -> Iterator[Meter]:
     """Measure workloads over rounds: ``measure(FetchWorkload(broker, "64 MiB"))`` or
     ``measure.compare(workload_a, workload_b)`` (interleaved). Each result is recorded for the
     session's reports and passed to the ``pytest_logbench_result`` hook; under
-    ``--logbench-compare-fail`` a result that looks regressed is measured a second time."""
+    ``--logbench-compare-fail`` rounds are added while the gate's verdict is undecided, within
+    the budget (``--logbench-max-rounds``, ``--logbench-budget-seconds``)."""
     config = request.config
     nodeid = request.node.nodeid
 
@@ -273,8 +307,28 @@ def measure(request: pytest.FixtureRequest) -> Meter:
         report.add(result)
         config.hook.pytest_logbench_result(result=result, nodeid=nodeid)
 
-    return Meter(nodeid=nodeid, sink=sink,
-                 suspect=report.suspect if report.thresholds and report.baseline else None)
+    meter = Meter(nodeid=nodeid, sink=sink, budget=config.stash[BUDGET_KEY],
+                  decide=report.decide if report.thresholds and report.baseline else None)
+    try:
+        yield meter
+    finally:
+        meter.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A test whose measurements regressed beyond a ``--logbench-compare-fail`` threshold
+    fails as an item, with the verdict as its failure text."""
+    report = yield
+    session_report = item.config.stash.get(REPORT_KEY, None)
+    if (call.when == "call" and report.passed and session_report is not None
+            and session_report.thresholds and session_report.baseline):
+        regressions = session_report.regressions_of(item.nodeid)
+        if regressions:
+            report.outcome = "failed"
+            report.longrepr = "\n".join(
+                f"logbench gate: {c.key}: {c.metric} {c.describe()}" for c in regressions)
+    return report
 
 
 @pytest.hookimpl(tryfirst=True)

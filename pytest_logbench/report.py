@@ -41,12 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_logbench.measure import (
-    METRICS,
+from pytest_logbench.measure import Verdict
+from pytest_logbench.results import METRICS, Result
+from pytest_logbench.stats import (
     InsufficientRounds,
     RatioBounds,
-    Result,
     format_number,
+    per_look,
     ratio_bounds,
 )
 
@@ -114,14 +115,17 @@ def commit_info(directory: Path) -> dict[str, Any]:
         return {}
 
 
-def document(results: Sequence[Result], directory: Path) -> dict[str, Any]:
-    """The JSON document of a session: results with machine and commit info."""
+def document(results: Sequence[Result], directory: Path,
+             changes: Sequence[Change] = ()) -> dict[str, Any]:
+    """The JSON document of a session: results with machine and commit info, and the gate's
+    verdicts against the baseline."""
     return {
         "logbench_format": FORMAT_VERSION,
         "datetime": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine_info": machine_info(),
         "commit_info": commit_info(directory),
         "results": [r.to_dict() for r in results],
+        "verdicts": [c.to_dict() for c in changes],
     }
 
 
@@ -186,7 +190,11 @@ def load_results(path: Path) -> dict[str, Result]:
 @dataclass(frozen=True)
 class Change:
     """One metric of one result against its baseline, as ratios current/baseline: ``bounds``
-    of the typical round, ``best`` of the best rounds (max, or min for costs)."""
+    of the typical round at the gate's confidence, ``strict`` the same at the confidence left
+    per look when the measurement may be extended (``Result.looks``), ``best`` of the best
+    rounds (max, or min for costs). ``basis`` is the metric the ratio was taken on:
+    ``relative`` (throughput as a fraction of the same round's control) where both runs
+    measured a control, else the thresholded metric itself."""
 
     key: str
     metric: str
@@ -196,6 +204,8 @@ class Change:
     threshold: Threshold | None
     best: float | None = None
     note: str = ""
+    basis: str = ""
+    strict: RatioBounds | None = None
 
     @property
     def regressed(self) -> bool:
@@ -203,12 +213,25 @@ class Change:
         the best round too. Contention only ever slows rounds down, so the best round is the
         least contaminated view of the code: a neighbour's load between the baseline run and
         this one shifts typical rounds, rarely the best one; a real regression moves both."""
-        if self.bounds is None or self.threshold is None or self.best is None:
+        if self.strict is None or self.threshold is None or self.best is None:
             return False
         limit = self.threshold.fraction
-        if METRICS[self.metric].higher_is_better:
-            return self.bounds.upper < 1 - limit and self.best < 1 - limit
-        return self.bounds.lower > 1 + limit and self.best > 1 + limit
+        if METRICS[self.basis].higher_is_better:
+            return self.strict.upper < 1 - limit and self.best < 1 - limit
+        return self.strict.lower > 1 + limit and self.best > 1 + limit
+
+    @property
+    def verdict(self) -> Verdict:
+        """``regressed``; ``ok`` once the bound least favourable to the current run is within
+        the threshold; else ``undecided`` (more rounds would tell)."""
+        if self.regressed:
+            return "regressed"
+        if self.bounds is None or self.threshold is None:
+            return "ok" if self.threshold is None or self.baseline is None else "undecided"
+        limit = self.threshold.fraction
+        if METRICS[self.basis].higher_is_better:
+            return "ok" if self.bounds.lower >= 1 - limit else "undecided"
+        return "ok" if self.bounds.upper <= 1 + limit else "undecided"
 
     def describe(self) -> str:
         if self.bounds is None or self.best is None:
@@ -216,11 +239,38 @@ class Change:
         b = self.bounds
         text = (f"{b.estimate - 1:+.0%} ({b.confidence:.0%}: {b.lower - 1:+.0%} to "
                 f"{b.upper - 1:+.0%}; best round {self.best - 1:+.0%})")
-        if self.current.attempt > 1:
-            text += " [measured twice]"
+        if self.basis != self.metric:
+            text += f" of {self.basis}"
         if self.regressed:
             text += f" REGRESSION beyond {self.threshold}"
         return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict for the JSON report: what changed, how sure, on which basis."""
+        data: dict[str, Any] = {
+            "key": self.key, "metric": self.metric, "basis": self.basis,
+            "unit": METRICS[self.basis].unit if self.basis else "",
+            "threshold": str(self.threshold) if self.threshold else None,
+            "verdict": self.verdict if self.threshold else None,
+            "regressed": self.regressed, "note": self.note,
+            "rounds": len(self.current.rounds),
+            "baseline_rounds": len(self.baseline.rounds) if self.baseline else 0,
+        }
+        if self.bounds is not None:
+            data.update(change=self.bounds.estimate - 1, lower=self.bounds.lower - 1,
+                        upper=self.bounds.upper - 1, confidence=self.bounds.confidence,
+                        best_round_change=None if self.best is None else self.best - 1)
+        if self.strict is not None:
+            data["strict_confidence"] = self.strict.confidence
+        return data
+
+
+def _basis(metric: str, current: Result, old: Result | None) -> str:
+    """Throughput is judged relative to the control where both runs measured one."""
+    if (metric == "throughput" and current.values("relative") and old is not None
+            and old.values("relative")):
+        return "relative"
+    return metric
 
 
 def compare(results: Iterable[Result], baseline: dict[str, Result],
@@ -233,24 +283,46 @@ def compare(results: Iterable[Result], baseline: dict[str, Result],
     for result in results:
         old = baseline.get(result.key)
         for metric in metrics:
-            current = result.values(metric)
+            basis = _basis(metric, result, old)
+            current = result.values(basis)
             if not current:
                 continue
-            previous = old.values(metric) if old is not None else []
+            previous = old.values(basis) if old is not None else []
             if not previous:
-                note = "no baseline" if old is None else f"baseline has no {metric}"
-                changes.append(Change(result.key, metric, result, old, None, None, note=note))
+                note = "no baseline" if old is None else f"baseline has no {basis}"
+                changes.append(Change(result.key, metric, result, old, None,
+                                      limits.get(metric), note=note, basis=basis))
                 continue
             try:
                 bounds = ratio_bounds(current, previous, confidence)
             except InsufficientRounds as exc:
-                changes.append(Change(result.key, metric, result, old, None, None,
-                                      note=f"undecided: {exc}"))
+                changes.append(Change(result.key, metric, result, old, None,
+                                      limits.get(metric), note=f"undecided: {exc}",
+                                      basis=basis))
                 continue
-            pick = max if METRICS[metric].higher_is_better else min
+            strict = None
+            with contextlib.suppress(InsufficientRounds):
+                strict = ratio_bounds(current, previous, per_look(confidence, result.looks))
+            pick = max if METRICS[basis].higher_is_better else min
             changes.append(Change(result.key, metric, result, old, bounds, limits.get(metric),
-                                  best=pick(current) / pick(previous)))
+                                  best=pick(current) / pick(previous), basis=basis,
+                                  strict=strict))
     return changes
+
+
+def comparable_machines(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between the machine a baseline was saved on and this one (CPU model,
+    cores, kernel): figures from different machines compare the machines, not the code."""
+    differences = []
+    for label, path in (("CPU", ("cpu", "model")), ("logical cores", ("cpu", "logical_cores")),
+                        ("kernel", ("kernel",))):
+        old, new = saved, current
+        for part in path:
+            old = old.get(part, {}) if isinstance(old, dict) else None
+            new = new.get(part, {}) if isinstance(new, dict) else None
+        if old != new:
+            differences.append(f"{label} {old!r} -> {new!r}")
+    return differences
 
 
 # --- the session's report --------------------------------------------------------------------
@@ -273,15 +345,37 @@ class SessionReport:
     written: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        # Loaded up front (before a save can overwrite it) for ``suspect`` during the tests.
+        # Loaded up front (before a save can overwrite it) for ``decide`` during the tests.
         self.baseline = load_results(self.compare_with) if self.compare_with else {}
+        if self.compare_with is not None:
+            saved = json.loads(self.compare_with.read_text()).get("machine_info", {})
+            differences = comparable_machines(saved, machine_info())
+            if differences:
+                self.notes.append(f"WARNING: the baseline {self.compare_with.name} was saved on "
+                                  f"another machine ({'; '.join(differences)}): its figures "
+                                  "compare the machines as much as the code")
 
     def add(self, result: Result) -> None:
+        """Record a result; an extension of a recorded measurement replaces it."""
+        for index, seen in enumerate(self.results):
+            if result.uid and seen.uid == result.uid:
+                self.results[index] = result
+                return
         self.results.append(result)
 
-    def suspect(self, result: Result) -> bool:
-        """Whether ``result`` would fail the gate: ``Meter`` then measures it once more."""
-        return any(c.regressed for c in compare([result], self.baseline, self.thresholds))
+    def decide(self, result: Result) -> Verdict:
+        """The gate's verdict on ``result`` so far: ``Meter`` records more rounds while it is
+        undecided (within its budget)."""
+        verdicts = [c.verdict for c in compare([result], self.baseline, self.thresholds)
+                    if c.threshold is not None]
+        if "regressed" in verdicts:
+            return "regressed"
+        return "undecided" if "undecided" in verdicts else "ok"
+
+    def regressions_of(self, nodeid: str) -> list[Change]:
+        """The regressions of the results a test measured (its item fails with them)."""
+        mine = [r for r in self.results if r.nodeid == nodeid]
+        return [c for c in compare(mine, self.baseline, self.thresholds) if c.regressed]
 
     @property
     def regressions(self) -> list[Change]:
@@ -294,7 +388,7 @@ class SessionReport:
             self.changes = compare(self.results, baseline, self.thresholds)
         if not self.results:
             return
-        data = document(self.results, self.rootdir)
+        data = document(self.results, self.rootdir, self.changes)
         if self.json_path is not None:
             self.json_path.parent.mkdir(parents=True, exist_ok=True)
             self.json_path.write_text(json.dumps(data, indent=2) + "\n")

@@ -55,24 +55,28 @@ class Transmitter:
 
     async def send(self, writer: asyncio.StreamWriter, chunks: Sequence[Chunk]) -> None:
         """Send every chunk in order and wait until the socket buffer accepted them."""
+        started, slices = time.perf_counter(), 0
         for chunk in chunks:
             if isinstance(chunk, bytes | bytearray | memoryview):
                 writer.write(chunk)
                 self.metrics.add("logbench_response_header_bytes_total", len(chunk))
             elif chunk.length > 0:
-                started = time.perf_counter()
                 await self.send_slice(writer, chunk)
-                if self.slowdown > 1:
-                    # A deliberate regression for testing regression detection: stretch the
-                    # slice's send time by the factor, as a slower data path would.
-                    elapsed = time.perf_counter() - started
-                    await asyncio.sleep(elapsed * (self.slowdown - 1))
+                slices += 1
                 self.metrics.add("logbench_bytes_sent_total", chunk.length, path=self.path)
                 self.metrics.add("logbench_slices_sent_total", 1, path=self.path)
         await writer.drain()
+        if self.slowdown > 1 and slices:
+            await self._stretch(writer, started)
 
-    async def send_slice(self, writer: asyncio.StreamWriter, piece: FileSliceLike) -> None:
-        raise NotImplementedError
+    async def _stretch(self, writer: asyncio.StreamWriter, started: float) -> None:
+        """A deliberate regression, for testing regression detection: hold the connection
+        after a response for ``slowdown - 1`` times as long as sending it took, so that it
+        took ``slowdown`` times as long. Requests on this connection wait meanwhile (one at a
+        time, as Kafka serves them). Uniform only while the socket buffers stay nearly empty,
+        i.e. with a receiver faster than the broker: bytes still queued when the sleep starts
+        reach the client during it."""
+        await asyncio.sleep((time.perf_counter() - started) * (self.slowdown - 1))
 
 
 class ZeroCopyTransmitter(Transmitter):

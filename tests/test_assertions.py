@@ -13,13 +13,9 @@ from pytest_logbench.assertions import (
     assert_throughput,
 )
 from pytest_logbench.client import Consumer, Producer
-from pytest_logbench.measure import (
-    FetchWorkload,
-    InsufficientRounds,
-    NotInterleaved,
-    Result,
-    Round,
-)
+from pytest_logbench.results import NotInterleaved, Result, Round
+from pytest_logbench.stats import InsufficientRounds
+from pytest_logbench.workloads import FetchWorkload
 from pytest_logbench.zerocopy import tracer_support
 
 pytest_plugins = ["pytester"]
@@ -79,7 +75,7 @@ def test_cost_assertions_need_measured_costs():
 
 FAILING = """
 from pytest_logbench.assertions import assert_cheaper, assert_faster, assert_throughput
-from pytest_logbench.measure import Result, Round
+from pytest_logbench.results import Result, Round
 
 
 def rounds(values, cpu=None):

@@ -10,24 +10,20 @@ import statistics
 import pytest
 
 from pytest_logbench.client import Transfer
-from pytest_logbench.measure import (
-    FetchWorkload,
+from pytest_logbench.measure import Budget, Meter
+from pytest_logbench.results import NotInterleaved, Result, Round, paired_ratios
+from pytest_logbench.stats import (
     InsufficientRounds,
-    Meter,
-    NotInterleaved,
-    ProduceWorkload,
     Rate,
-    Result,
-    Round,
     _mann_whitney_counts,
     median_lower_bound,
-    paired_ratios,
     parse_rate,
     parse_size,
     ratio_bounds,
     sign_test_rank,
     summarize,
 )
+from pytest_logbench.workloads import FetchWorkload, ProduceWorkload
 from pytest_logbench.zerocopy import tracer_support
 
 # --- units -----------------------------------------------------------------------------------
@@ -211,6 +207,7 @@ def test_compare_interleaves_rounds_after_warmup_and_records_only_rounds():
     log, seen = [], []
     meter = Meter(nodeid="t::x", sink=seen.append)
     a, b = meter.compare(Scripted("a", log), Scripted("b", log), rounds=3, warmup=1)
+    meter.close()
     runs = [entry for entry in log if entry.startswith("run")]
     assert runs == ["run a", "run b"] * 4  # 1 warm-up + 3 rounds, A B A B
     assert log[:2] == ["setup a", "setup b"] and sorted(log[-2:]) == ["close a", "close b"]
@@ -221,16 +218,23 @@ def test_compare_interleaves_rounds_after_warmup_and_records_only_rounds():
     assert "not a local process" in a.syscall_source
 
 
-def test_a_suspected_regression_is_measured_once_more():
+def test_an_undecided_verdict_adds_rounds_until_it_decides():
     log, seen = [], []
-    verdicts = iter([True])  # a looks regressed: the pair is measured again
-    meter = Meter(sink=seen.append, suspect=lambda result: next(verdicts, False))
+    meter = Meter(sink=seen.append,  # decided once three batches of rounds are in
+                  decide=lambda result: "ok" if len(result.rounds) >= 6 else "undecided")
     a, b = meter.compare(Scripted("a", log), Scripted("b", log), rounds=2, warmup=1)
-    assert [entry for entry in log if entry.startswith("run")] == ["run a", "run b"] * 6
-    assert (a.attempt, b.attempt) == (2, 2) and seen == [a, b]
-    assert len(a.rounds) == len(b.rounds) == 4  # both measurements, still paired
-    calm = Meter(suspect=lambda result: False)(Scripted("c", []), rounds=2)
-    assert calm.attempt == 1
+    assert [entry for entry in log if entry.startswith("run")] == ["run a", "run b"] * 7
+    assert len(a.rounds) == len(b.rounds) == 6  # three batches, still paired
+    assert a.uid and a.uid != b.uid and a.looks == Budget().looks(2)
+    assert seen[-2:] == [a, b] and {r.uid for r in seen} == {a.uid, b.uid}
+
+
+def test_the_budget_bounds_an_undecided_measurement():
+    log = []
+    meter = Meter(decide=lambda result: "undecided", budget=Budget(max_rounds=7))
+    result = meter(Scripted("a", log), rounds=3, warmup=0)
+    assert len(result.rounds) == 6  # a third batch would pass max_rounds
+    assert result.more is not None and result.more() is None
 
 
 def test_same_named_workloads_get_distinct_names():
@@ -240,8 +244,10 @@ def test_same_named_workloads_get_distinct_names():
 
 def test_workloads_are_closed_when_a_round_fails():
     log = []
+    meter = Meter()
     with pytest.raises(RuntimeError, match="workload broke"):
-        Meter()(Scripted("a", log, fail_at=2), rounds=3)
+        meter(Scripted("a", log, fail_at=2), rounds=3)
+    meter.close()  # the fixture's teardown, which runs whatever the test did
     assert log[-1] == "close a"
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from pytest_logbench.client import Consumer, HarnessClient, KafkaError, Producer
-from pytest_logbench.measure import client_options
 from pytest_logbench.receive import splice_supported
+from pytest_logbench.workloads import client_options
 from reference_broker.records import Compression, iter_batches
 
 pytestmark = pytest.mark.skipif(not splice_supported()[0], reason=splice_supported()[1])

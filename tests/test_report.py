@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_logbench.measure import RatioBounds, Result, Round
 from pytest_logbench.report import (
     Baselines,
     Change,
@@ -21,6 +20,8 @@ from pytest_logbench.report import (
     machine_id,
     parse_threshold,
 )
+from pytest_logbench.results import Result, Round
+from pytest_logbench.stats import RatioBounds
 
 pytest_plugins = ["pytester"]
 
@@ -41,8 +42,9 @@ def test_parse_threshold():
 
 def test_a_regression_needs_the_optimistic_bound_beyond_the_threshold():
     def change(metric, lower, upper, best):
-        return Change("k", metric, _result("r", [1]), None, RatioBounds(1, lower, upper, 0.95),
-                      Threshold(metric, 0.10), best)
+        bounds = RatioBounds(1, lower, upper, 0.95)
+        return Change("k", metric, _result("r", [1]), None, bounds, Threshold(metric, 0.10),
+                      best, basis=metric, strict=bounds)
 
     assert change("throughput", 0.5, 0.89, 0.6).regressed  # even the best case lost > 10 %
     assert not change("throughput", 0.5, 0.95, 0.6).regressed  # could be 5 % slower: noise
@@ -153,12 +155,18 @@ def test_compare_fails_on_a_slowdown_and_only_then(scripted):
     assert saved.ret == pytest.ExitCode.OK
     gate = ["-p", "no:cacheprovider", "--logbench-compare=base",
             "--logbench-compare-fail=throughput:10%"]
-    slow = scripted.runpytest(*gate, "--factor", "2")
+    slow = scripted.runpytest(*gate, "--factor", "2", "--logbench-json", "gate.json")
     assert slow.ret == pytest.ExitCode.TESTS_FAILED
     slow.stdout.fnmatch_lines(["*REGRESSION test_scripted.py::test_sleeper (sleeper): "
-                               "throughput -50%*[[]measured twice] REGRESSION beyond "
-                               "throughput:10%*"])
-    slow.stdout.fnmatch_lines(["*1 passed*"])  # the tests passed; the gate failed the run
+                               "throughput -50%* REGRESSION beyond throughput:10%*"])
+    # The gate fails the test that measured, as an item, with the verdict as its failure.
+    slow.stdout.fnmatch_lines(["FAILED test_scripted.py::test_sleeper - logbench gate: *",
+                               "*1 failed*"])
+    [verdict] = json.loads((scripted.path / "gate.json").read_text())["verdicts"]
+    assert verdict["regressed"] and verdict["verdict"] == "regressed"
+    assert verdict["threshold"] == "throughput:10%" and verdict["unit"] == "MB/s"
+    assert verdict["upper"] < -0.1 and verdict["confidence"] == 0.99
+    assert verdict["rounds"] > 5  # undecided after the first five rounds: more were taken
     for _ in range(3):
         same = scripted.runpytest(*gate)
         assert same.ret == pytest.ExitCode.OK, same.stdout.str()
@@ -167,13 +175,14 @@ def test_compare_fails_on_a_slowdown_and_only_then(scripted):
     assert faster.ret == pytest.ExitCode.OK
 
 
-def test_a_slow_spell_that_is_gone_on_remeasurement_passes(scripted):
+def test_a_slow_spell_that_is_gone_in_later_rounds_passes(scripted):
     assert scripted.runpytest("-p", "no:cacheprovider", "--logbench-save", "base").ret == 0
     spell = scripted.runpytest("-p", "no:cacheprovider", "--logbench-compare=base",
                                "--logbench-compare-fail=throughput:10%", "--factor", "2",
-                               "--slow-runs", "5")  # the first measurement only
+                               "--slow-runs", "5", "--logbench-max-rounds", "15")
     assert spell.ret == pytest.ExitCode.OK, spell.stdout.str()
-    spell.stdout.fnmatch_lines(["*sleeper*[[]measured twice]"])
+    # The first five rounds look halved; the verdict waits for more, which are not.
+    spell.stdout.fnmatch_lines(["*sleeper*throughput*  15  *"])
 
 
 def test_compare_without_a_name_uses_the_latest_save(scripted):
@@ -217,7 +226,7 @@ def test_plots_are_written(scripted):
 
 
 BROKER_TEST = """
-from pytest_logbench.measure import FetchWorkload
+from pytest_logbench.workloads import FetchWorkload
 
 def test_fetch(broker_factory, measure, request):
     slowdown = request.config.getoption("slowdown")

@@ -13,7 +13,7 @@ import pytest
 from pytest_logbench import zerocopy
 from pytest_logbench.assertions import assert_zero_copy
 from pytest_logbench.client import Consumer, Producer
-from pytest_logbench.measure import client_options
+from pytest_logbench.workloads import client_options
 from pytest_logbench.zerocopy import (
     StraceTrace,
     SyscallCounter,
