@@ -19,7 +19,7 @@ Examples (in a test using the ``broker_factory`` and ``measure`` fixtures)::
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ from pytest_logbench.stats import (
     format_number,
     median_lower_bound,
     parse_rate,
+    per_look,
     sign_test_rank,
 )
 from pytest_logbench.zerocopy import Evidence, ZeroCopyReport, check_zero_copy
@@ -49,8 +50,15 @@ __all__ = [
 ]
 
 
+def _percent(confidence: float) -> str:
+    """95 % as ``95%``, a per-look 98.33 % as ``98.3%``."""
+    return f"{confidence:.1%}".replace(".0%", "%")
+
+
 def _bound_note(n: int, confidence: float) -> str:
     k = sign_test_rank(n, confidence)
+    if k is None:
+        return f"{n} rounds are too few for {_percent(confidence)} confidence"
     return f"{confidence:.0%} lower bound = round {k} of {n} sorted (sign test on the median)"
 
 
@@ -58,61 +66,129 @@ def _rounds(values: list[float]) -> str:
     return " ".join(format_number(v) for v in values)
 
 
+class _Undecided(Exception):
+    """The rounds so far neither confirm nor refute the claim: more rounds may tell."""
+
+
+def _decide(results: Sequence[Result], judge: Callable[[Sequence[Result], float], None],
+            confidence: float) -> None:
+    """Judge ``results``; while the verdict is undecided and they can be extended (they came
+    from the ``measure`` fixture, whose budget is not spent), record more rounds and judge
+    again. Each look gets the confidence left for it (``per_look``), so adding rounds until
+    the evidence speaks never raises the chance of a wrong verdict above ``1 - confidence``."""
+    __tracebackhide__ = True
+    more = results[0].more
+    looks = results[0].looks if more is not None else 1
+    while True:
+        try:
+            judge(results, per_look(confidence, looks))
+            return
+        except _Undecided as undecided:
+            extended = more() if more is not None else None
+            if extended is None:
+                raise AssertionError(str(undecided)) from None
+            by_uid = {r.uid: r for r in extended}
+            results = [by_uid[r.uid] for r in results]
+
+
 def assert_throughput(result: Result, at_least: str | Rate, *,
                       confidence: float = DEFAULT_CONFIDENCE) -> None:
     """Fail unless the median throughput of ``result`` is at least ``at_least`` with
     ``confidence``: ``"200 MB/s"`` and ``"1.5 GiB/s"`` check bytes, ``"50k records/s"``
-    records. Needs enough rounds for the confidence (5 for 95 %)."""
+    records. A result from the ``measure`` fixture gets more rounds while the rounds neither
+    show nor refute it (within the budget); it fails at once when they refute it."""
+    __tracebackhide__ = True
     rate = parse_rate(at_least) if isinstance(at_least, str) else at_least
     metric = METRICS["throughput" if rate.kind == "bytes" else "records"]
     required = rate.per_second / 1e6 if rate.kind == "bytes" else rate.per_second
-    values = result.values(metric.name)
-    if not values:
+    if not result.values(metric.name):
         raise ValueError(f"{result.key}: no rounds")
-    bound = median_lower_bound(values, confidence)
-    if bound >= required:
-        return
-    stats = result.stats(metric.name)
-    why = ("the median itself is below it" if stats.median < required else
-           f"the median is above it, but the rounds spread too far to say so at "
-           f"{confidence:.0%} confidence")
-    raise AssertionError(
-        f"{result.key}: {metric.name} not shown to be at least {metric.format(required)}: "
-        f"{why}\n"
-        f"  lower bound {metric.format(bound)} ({_bound_note(len(values), confidence)})\n"
-        f"  median {metric.format(stats.median)}, min {format_number(stats.min)}, max "
-        f"{format_number(stats.max)}, IQR {format_number(stats.iqr)}\n"
-        f"  rounds ({metric.unit}): {_rounds(values)}"
-    )
+
+    def judge(results: Sequence[Result], level: float) -> None:
+        __tracebackhide__ = True
+        values = results[0].values(metric.name)
+        bound = _lower_or_none(values, level, results[0].more is not None)
+        if bound is not None and bound >= required:
+            return
+        stats = results[0].stats(metric.name)
+        refuted = _upper_or_none(values, level)
+        why = ("the median itself is below it" if stats.median < required else
+               f"the median is above it, but the rounds spread too far to say so at "
+               f"{_percent(level)} confidence")
+        message = (
+            f"{results[0].key}: {metric.name} not shown to be at least "
+            f"{metric.format(required)}: {why}\n"
+            f"  lower bound {'-' if bound is None else metric.format(bound)} "
+            f"({_bound_note(len(values), level)})\n"
+            f"  median {metric.format(stats.median)}, min {format_number(stats.min)}, max "
+            f"{format_number(stats.max)}, IQR {format_number(stats.iqr)}\n"
+            f"  rounds ({metric.unit}): {_rounds(values)}"
+        )
+        if refuted is not None and refuted < required:
+            raise AssertionError(message)
+        raise _Undecided(message)
+
+    _decide([result], judge, confidence)
+
+
+def _lower_or_none(values: Sequence[float], confidence: float,
+                   extendable: bool = True) -> float | None:
+    """The sign-test lower bound of the median; None when too few rounds to bound it yet
+    (rounds that cannot be extended raise ``InsufficientRounds``, a usage error)."""
+    __tracebackhide__ = True
+    if not extendable:
+        return median_lower_bound(values, confidence)
+    k = sign_test_rank(len(values), confidence)
+    return None if k is None else sorted(values)[k - 1]
+
+
+def _upper_or_none(values: Sequence[float], confidence: float) -> float | None:
+    """An upper confidence bound of the median (the mirror of the sign-test lower bound)."""
+    k = sign_test_rank(len(values), confidence)
+    return None if k is None else sorted(values)[len(values) - k]
 
 
 def _assert_paired(better: Result, worse: Result, metric: str, by: float, confidence: float,
                    claim: str) -> None:
     """Fail unless the per-round ratios ``better/worse`` of ``metric`` (oriented so that
-    bigger means ``better`` wins) have a lower confidence bound of at least ``by``."""
-    if METRICS[metric].higher_is_better:
-        ratios = paired_ratios(better, worse, metric)
-    else:
-        ratios = paired_ratios(worse, better, metric)
-    bound = median_lower_bound(ratios, confidence)
-    if bound >= by:
-        return
-    unit = METRICS[metric]
-    raise AssertionError(
-        f"{better.name} not shown to be {claim} than {worse.name} by x{by:g} ({metric}): "
-        f"x{bound:.3g} at {confidence:.0%} confidence\n"
-        f"  per-round ratios (interleaved rounds): {' '.join(f'{r:.3g}' for r in ratios)}\n"
-        f"  lower bound x{bound:.3g} ({_bound_note(len(ratios), confidence)}), median ratio "
-        f"x{statistics.median(ratios):.3g}\n"
-        f"  {better.name}: median {unit.format(better.stats(metric).median)}; "
-        f"{worse.name}: median {unit.format(worse.stats(metric).median)}"
-    )
+    bigger means ``better`` wins) have a lower confidence bound of at least ``by``; add
+    rounds while the ratios neither show nor refute it."""
+    __tracebackhide__ = True
+
+    def judge(results: Sequence[Result], level: float) -> None:
+        __tracebackhide__ = True
+        good, bad = results
+        if METRICS[metric].higher_is_better:
+            ratios = paired_ratios(good, bad, metric)
+        else:
+            ratios = paired_ratios(bad, good, metric)
+        bound = _lower_or_none(ratios, level, good.more is not None)
+        if bound is not None and bound >= by:
+            return
+        unit = METRICS[metric]
+        shown = "too few rounds" if bound is None else f"x{bound:.3g}"
+        message = (
+            f"{good.name} not shown to be {claim} than {bad.name} by x{by:g} ({metric}): "
+            f"{shown} at {_percent(level)} confidence\n"
+            f"  per-round ratios (interleaved rounds): {' '.join(f'{r:.3g}' for r in ratios)}\n"
+            f"  lower bound {shown} ({_bound_note(len(ratios), level)}), median ratio "
+            f"x{statistics.median(ratios):.3g}\n"
+            f"  {good.name}: median {unit.format(good.stats(metric).median)}; "
+            f"{bad.name}: median {unit.format(bad.stats(metric).median)}"
+        )
+        upper = _upper_or_none(ratios, level)
+        if upper is not None and upper < by:
+            raise AssertionError(message)
+        raise _Undecided(message)
+
+    _decide([better, worse], judge, confidence)
 
 
 def assert_faster(a: Result, b: Result, by: float = 1.0, *, metric: str = "throughput",
                   confidence: float = DEFAULT_CONFIDENCE) -> None:
     """Fail unless ``a`` beats ``b`` by the factor ``by`` (``a/b >= by`` per round, median
     bounded with ``confidence``). ``a`` and ``b`` must come from one ``measure.compare``."""
+    __tracebackhide__ = True
     if not METRICS[metric].higher_is_better:
         raise ValueError(f"{metric} is a cost, not a speed: use assert_cheaper")
     _assert_paired(a, b, metric, by, confidence, "faster")
@@ -124,6 +200,7 @@ def assert_cheaper(a: Result, b: Result, *, cpu_per_gb_by: float | None = None,
     """Fail unless ``b`` costs at least ``cpu_per_gb_by`` times the broker CPU per GB of ``a``
     (and/or ``syscalls_per_gb_by`` times its syscalls per GB, a count that machine noise does
     not move), per interleaved round with ``confidence``."""
+    __tracebackhide__ = True
     if cpu_per_gb_by is None and syscalls_per_gb_by is None:
         raise ValueError("give cpu_per_gb_by, syscalls_per_gb_by or both")
     for metric, by in (("cpu", cpu_per_gb_by), ("syscalls", syscalls_per_gb_by)):

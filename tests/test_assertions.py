@@ -3,6 +3,8 @@ pytester, as a user sees them), and the page-cache assertions on a real broker."
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pytest_logbench.assertions import (
@@ -12,7 +14,8 @@ from pytest_logbench.assertions import (
     assert_served_from_cache,
     assert_throughput,
 )
-from pytest_logbench.client import Consumer, Producer
+from pytest_logbench.client import Consumer, Producer, Transfer
+from pytest_logbench.measure import Budget, Meter
 from pytest_logbench.results import NotInterleaved, Result, Round
 from pytest_logbench.stats import InsufficientRounds
 from pytest_logbench.workloads import FetchWorkload
@@ -187,3 +190,64 @@ def test_zero_copy_costs_fewer_syscalls_per_gb_than_copy(broker_factory, measure
     assert_cheaper(zc, cp, syscalls_per_gb_by=3)
     assert all(r.syscalls["sendfile64"] == 0 for r in cp.rounds)
     assert all(r.syscalls["sendfile64"] > 0 for r in zc.rounds)
+
+
+class Paced:
+    """Each run moves 10 MB in the time the test sets (by sleeping): a workload whose speed
+    is known, so the sequential logic can be checked without timing a real broker."""
+
+    name = "paced"
+
+    def __init__(self, seconds):
+        self.broker, self.seconds, self.runs = object(), list(seconds), 0
+
+    def describe(self):
+        return {"kind": "paced"}
+
+    def setup(self):
+        pass
+
+    def prepare(self):
+        pass
+
+    def close(self):
+        pass
+
+    def run(self):
+        delay = self.seconds[min(self.runs, len(self.seconds) - 1)]
+        self.runs += 1
+        time.sleep(delay)
+        return Transfer(bytes=10**7, records=10, batches=1, requests=1, seconds=delay)
+
+
+def test_an_undecided_assertion_takes_more_rounds_and_then_passes():
+    """Four fast rounds and one 20x slower (a descheduled round) do not bound the median at
+    the confidence left per look; later fast rounds do. A plain list of rounds would fail."""
+    meter = Meter(budget=Budget(max_rounds=20))
+    result = meter(Paced([0.01] * 4 + [0.2] + [0.01] * 20), rounds=5, warmup=0,
+                   syscalls=False)
+    assert_throughput(result, at_least="100 MB/s")
+    assert len(result.more() or []) == 1  # the assertion extended it; the budget remains
+    meter.close()
+
+
+def test_a_refuted_assertion_fails_without_more_rounds():
+    meter = Meter(budget=Budget(max_rounds=20))
+    workload = Paced([0.2])
+    # 7 rounds: enough to bound a median at the 98.75 % left for each of 3 looks.
+    result = meter(workload, rounds=7, warmup=0, syscalls=False)
+    with pytest.raises(AssertionError, match="the median itself is below it"):
+        assert_throughput(result, at_least="100 MB/s")
+    assert workload.runs == 7  # every round was 50 MB/s: no reason to look further
+    meter.close()
+
+
+def test_an_assertion_undecided_when_the_budget_is_spent_fails():
+    meter = Meter(budget=Budget(max_rounds=10))
+    workload = Paced([0.01, 0.2])  # alternating would never bound the median above 100 MB/s
+    workload.seconds = [0.01, 0.2] * 10
+    result = meter(workload, rounds=5, warmup=0, syscalls=False)
+    with pytest.raises(AssertionError, match="spread too far"):
+        assert_throughput(result, at_least="100 MB/s")
+    assert workload.runs == 10
+    meter.close()
