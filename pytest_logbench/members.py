@@ -139,7 +139,13 @@ class MemberGroup:
                     failures.append(f"{name} did not answer within {timeout:g} s")
                     break
             else:
-                kind, value = conn.recv()
+                try:
+                    kind, value = conn.recv()
+                except EOFError:  # the member's end closed: it died
+                    process.join(timeout=5)
+                    failures.append(f"{name} died (exit code {process.exitcode})")
+                    self.stop.set()
+                    continue
                 if kind == expected:
                     answers.append(value)
                     continue
