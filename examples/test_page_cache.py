@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import time
 
-from tutorial import print_comparison
-
 from pytest_logbench.assertions import assert_served_from_cache
 from pytest_logbench.client import Consumer
+from pytest_logbench.tables import print_comparison
 from pytest_logbench.workloads import FetchWorkload
 
 SIZE = "128 MiB"

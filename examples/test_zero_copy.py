@@ -19,10 +19,10 @@ checks the broker's counters and, where the kernel lets us watch, its system cal
 from __future__ import annotations
 
 import pytest
-from tutorial import print_comparison
 
 from pytest_logbench.assertions import assert_zero_copy
 from pytest_logbench.client import Consumer
+from pytest_logbench.tables import print_comparison
 from pytest_logbench.workloads import FetchWorkload, client_options
 
 SIZE = "128 MiB"

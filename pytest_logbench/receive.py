@@ -177,7 +177,7 @@ class FetchStream:
                  max_wait_ms: int = 100, pipeline: bool = True) -> None:
         self.sock, self.drain, self.topic = sock, drain, topic
         self.pipeline = pipeline and len(partitions) == 1
-        self._frame, self._offset_at = _fetch_frame(topic, partitions, client_id, max_bytes,
+        self._frame, self._offset_at = fetch_frame(topic, partitions, client_id, max_bytes,
                                                     max_wait_ms)
         self._header = bytearray(HEADER_SIZE)
         self._scratch = bytearray(4096)
@@ -295,7 +295,7 @@ class FetchStream:
             view = view[received:]
 
 
-def _fetch_frame(topic: str, partitions: Sequence[int], client_id: str, max_bytes: int,
+def fetch_frame(topic: str, partitions: Sequence[int], client_id: str, max_bytes: int,
                  max_wait_ms: int) -> tuple[bytearray, list[int]]:
     """A Fetch v11 request frame for ``partitions`` and where each one's fetch offset sits."""
     body = {

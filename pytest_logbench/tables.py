@@ -1,4 +1,4 @@
-"""Printing helpers shared by the tutorials: side-by-side figures of two measured set-ups."""
+"""Side-by-side tables of measured set-ups, as the tutorials and benchmarks print them."""
 
 from __future__ import annotations
 
