@@ -12,6 +12,7 @@ from kafka.record.default_records import DefaultRecordBatch
 from reference_broker.log import (
     CLEAN_SHUTDOWN_MARKER,
     FileSlice,
+    Hole,
     LogConfig,
     OffsetOutOfRange,
     PartitionLog,
@@ -204,8 +205,11 @@ def test_offset_for_timestamp_finds_the_record_inside_a_batch(logs: Logs, codec)
     log = logs.open()
     stamps = [10 * i for i in range(50)]
     for start in (0, 25):
-        log.append(build_batch([(b"k", VALUE)] * 25, timestamps=stamps[start:start + 25],
-                               compression=codec))
+        log.append(
+            build_batch(
+                [(b"k", VALUE)] * 25, timestamps=stamps[start : start + 25], compression=codec
+            )
+        )
     for target in (0, 1, 10, 95, 240, 250, 251, 490):
         brute = next(((o, ts) for o, ts in enumerate(stamps) if ts >= target), None)
         assert log.offset_for_timestamp(target) == brute, target
@@ -526,7 +530,7 @@ def test_clean_shutdown_skips_the_scan(logs: Logs) -> None:
     assert logs.open().log_end_offset == 1  # unclean: scanned, truncated at batch 1
 
 
-def test_truncated_sealed_segment_discards_later_segments(logs: Logs) -> None:
+def test_a_truncated_sealed_segment_keeps_the_later_segments(logs: Logs) -> None:
     log = logs.open(segment_bytes=SEGMENT_BYTES)
     fill(log, 12)
     logs.close(log)
@@ -534,14 +538,14 @@ def test_truncated_sealed_segment_discards_later_segments(logs: Logs) -> None:
     with open(first.path, "r+b") as file:
         file.truncate(first.size - 10)
     reopened = logs.open(segment_bytes=SEGMENT_BYTES)
-    kept = first.size // BATCH_SIZE - 1
-    assert [s.base_offset for s in reopened.segments] == [0]
-    assert reopened.log_end_offset == kept
-    assert sorted(p.name for p in reopened.directory.iterdir()) == [
-        "00000000000000000000.index",
-        "00000000000000000000.log",
-        "00000000000000000000.timeindex",
-    ]
+    assert [s.base_offset for s in reopened.segments] == [0, 4, 8]
+    assert reopened.log_end_offset == 12
+    assert reopened.holes == [Hole(3, 4)]
+    assert reopened.recovery_report.holes == [Hole(3, 4)]
+    [truncation] = reopened.recovery_report.truncations
+    assert (truncation.segment, truncation.first_lost_offset) == (0, 3)
+    assert reopened.read(3, 1 << 20).first_offset == 4  # a fetch in the hole skips it
+    assert reopened.append(batch()).base_offset == 12  # no offset of a later segment reused
 
 
 def test_garbage_from_the_first_byte_recovers_to_an_empty_log(logs: Logs) -> None:
@@ -560,19 +564,27 @@ def test_garbage_from_the_first_byte_recovers_to_an_empty_log(logs: Logs) -> Non
     assert log.append(batch()).base_offset == 0
 
 
-def test_a_missing_middle_segment_ends_the_log_before_the_hole(logs: Logs) -> None:
+def test_a_missing_middle_segment_leaves_a_reported_hole(logs: Logs) -> None:
     log = logs.open(segment_bytes=SEGMENT_BYTES)
     fill(log, 12)
     logs.crash(log)
-    first, middle, last = log.segments
+    _, middle, last = log.segments
     middle.path.unlink()
-    data = bytearray(first.path.read_bytes())
-    data[-1] ^= 1  # the batch before the hole is corrupt too: the new active segment is scanned
-    first.path.write_bytes(data)
     reopened = logs.open(segment_bytes=SEGMENT_BYTES)
-    assert [s.base_offset for s in reopened.segments] == [0]
-    assert reopened.log_end_offset == PER_SEGMENT - 1
-    assert not last.path.exists()
+    assert [s.base_offset for s in reopened.segments] == [0, 8]
+    assert reopened.recovery_report.holes == [Hole(4, 8)]
+    assert [h.base_offset for _, h in iter_batches(b"".join(reopened.read_batches()))] == [
+        0,
+        1,
+        2,
+        3,
+        8,
+        9,
+        10,
+        11,
+    ]
+    assert reopened.size_from(5) == last.size
+    assert reopened.append(batch()).base_offset == 12
 
 
 def test_a_slice_ships_with_sendfile(logs: Logs) -> None:

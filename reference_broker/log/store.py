@@ -10,6 +10,7 @@ from pathlib import Path
 from reference_broker.log.config import LogConfig
 from reference_broker.log.errors import InvalidPartitions, InvalidTopic, TopicExists, UnknownTopic
 from reference_broker.log.partition import PartitionLog, fsync_directory
+from reference_broker.log.producer_ids import PRODUCER_ID_BLOCK_FILE, ProducerIds
 
 TOPICS_FILE = "topics.json"
 MAX_TOPIC_NAME_LENGTH = 249
@@ -67,6 +68,8 @@ class LogStore:
         self._topics: dict[str, _Topic] = {}
         for name in self._metadata:
             self._open_topic(name)
+        seen = max((log.producer_states.max_producer_id for log in self._logs()), default=-1)
+        self.producer_ids = ProducerIds(self.log_dir / PRODUCER_ID_BLOCK_FILE, seen + 1)
 
     def _read_metadata(self) -> dict[str, dict]:
         try:
