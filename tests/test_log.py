@@ -63,12 +63,17 @@ class Logs:
             segment.close()
 
 
-@pytest.fixture
-def logs(tmp_path: Path) -> Iterator[Logs]:
+def open_logs(tmp_path: Path) -> Iterator[Logs]:
+    """A ``Logs`` in ``tmp_path``, closing what the test left open (a fixture's body)."""
     logs = Logs(tmp_path / "topic-0")
     yield logs
     for log in list(logs.live):
         logs.close(log)
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Iterator[Logs]:
+    yield from open_logs(tmp_path)
 
 
 def fill(log: PartitionLog, count: int, records: int = 1, first_timestamp: int = 1_000) -> None:

@@ -1,6 +1,7 @@
 """Idempotent producers in the log: Kafka's sequence and epoch rules, kept across restarts."""
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,14 @@ from reference_broker.log import (
 from reference_broker.log.producer_ids import BLOCK_SIZE, PRODUCER_ID_BLOCK_FILE
 from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import build_batch
-from tests.test_log import Logs, logs  # noqa: F401 -- the fixture
+from tests.test_log import Logs, open_logs
 
 PID = 7
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Iterator[Logs]:
+    yield from open_logs(tmp_path)
 
 
 def idempotent(sequence: int, records: int = 1, *, epoch: int = 0, pid: int = PID) -> bytes:
