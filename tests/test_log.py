@@ -3,12 +3,17 @@
 import os
 import socket
 import struct
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch
 
+from pytest_logbench.strategies import examples
 from reference_broker.log import (
     CLEAN_SHUTDOWN_MARKER,
     FileSlice,
@@ -18,6 +23,7 @@ from reference_broker.log import (
     PartitionLog,
     RecordListTooLarge,
 )
+from reference_broker.log.recovery import RECOVERY_POINT_FILE
 from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import (
     Compression,
@@ -607,3 +613,125 @@ def test_a_slice_ships_with_sendfile(logs: Logs) -> None:
         while len(received) < sent:
             received += receiver.recv(sent - len(received))
     assert [h.base_offset for _, h in iter_batches(received)] == [2, 3, 4]
+
+
+# --- index write-through, recovery point, damage confined to its segment ----------------------
+
+
+def test_index_entries_reach_the_file_as_they_are_made(logs: Logs) -> None:
+    log = logs.open(index_interval_bytes=0)
+    fill(log, 5)
+    # No flush, no close: a process killed now leaves these files as they are.
+    path = log.segments[0].path
+    assert index_entries(path.with_suffix(".index"), ">ii") == [
+        (i, i * BATCH_SIZE) for i in range(1, 5)
+    ]
+    assert len(path.with_suffix(".timeindex").read_bytes()) == 4 * 12
+
+
+def sealed_log(logs: Logs, segments: int = 4) -> PartitionLog:
+    """A log of ``segments`` full segments (4 batches each) plus an empty active one, left as a
+    killed process leaves it."""
+    log = logs.open(segment_bytes=SEGMENT_BYTES)
+    fill(log, segments * PER_SEGMENT)
+    log.roll()
+    logs.crash(log)
+    return log
+
+
+def flip(path: Path, position: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x40
+    path.write_bytes(data)
+
+
+def test_a_crash_scans_only_the_segments_after_the_recovery_point(logs: Logs) -> None:
+    log = sealed_log(logs)
+    flip(log.segments[1].path, BATCH_SIZE + 100)  # a record byte: only a CRC scan sees it
+    reopened = logs.open(segment_bytes=SEGMENT_BYTES)
+    assert reopened.log_end_offset == 16
+    assert reopened.recovery_report.truncations == []  # segment 1 was not read
+    logs.crash(reopened)
+    (log.directory / RECOVERY_POINT_FILE).unlink()  # no checkpoint: every segment is scanned
+    rescanned = logs.open(segment_bytes=SEGMENT_BYTES)
+    [truncation] = rescanned.recovery_report.truncations
+    assert (truncation.segment, truncation.first_lost_offset) == (4, 5)
+    assert rescanned.holes == [Hole(5, 8)]
+    assert rescanned.log_end_offset == 16
+
+
+def test_an_index_entry_off_its_batch_is_caught_after_a_clean_shutdown(logs: Logs) -> None:
+    log = logs.open(segment_bytes=SEGMENT_BYTES, index_interval_bytes=0)
+    fill(log, 14)
+    logs.close(log)
+    expected = [s.path.with_suffix(".index").read_bytes() for s in log.segments]
+    for segment in (log.segments[1], log.segments[-1]):  # a sealed one and the active one
+        index = segment.path.with_suffix(".index")
+        data = bytearray(index.read_bytes())
+        struct.pack_into(">ii", data, 0, 1, 3 * BATCH_SIZE)  # offset +1 "at" batch +3
+        index.write_bytes(data)
+    reopened = logs.open(segment_bytes=SEGMENT_BYTES, index_interval_bytes=0)
+    assert [reopened.read(o, 1).first_offset for o in range(14)] == list(range(14))
+    assert [s.path.with_suffix(".index").read_bytes() for s in reopened.segments] == expected
+    assert reopened.recovery_report.truncations == []  # rebuilt, no data lost
+
+
+@examples(60, deadline=None)
+@given(
+    segment=st.integers(0, 3),
+    damage=st.sampled_from(["flip", "truncate", "zero", "garbage", "delete"]),
+    where=st.floats(0, 1, exclude_max=True),
+    clean=st.booleans(),
+    checkpoint=st.booleans(),
+)
+def test_damage_to_one_segment_never_removes_a_batch_of_another(
+    segment: int, damage: str, where: float, clean: bool, checkpoint: bool
+) -> None:
+    """Whatever happens to one segment's file while the broker is down, every batch of every
+    other segment is still served at its offset after the restart, and the next append lands
+    after all of them."""
+    with tempfile.TemporaryDirectory() as directory:
+        logs = Logs(Path(directory) / "topic-0")
+        log = logs.open(segment_bytes=SEGMENT_BYTES)
+        fill(log, 4 * PER_SEGMENT)
+        logs.close(log) if clean else logs.crash(log)
+        if not clean:
+            (log.directory / CLEAN_SHUTDOWN_MARKER).unlink(missing_ok=True)
+        if not checkpoint:
+            (log.directory / RECOVERY_POINT_FILE).unlink(missing_ok=True)
+        expected = {h.base_offset: bytes(b) for h, b in batches_by_offset(log.directory)}
+        path = log.segments[segment].path
+        data = bytearray(path.read_bytes())
+        at = int(where * len(data))
+        if damage == "flip":
+            data[at] ^= 0xFF
+        elif damage == "truncate":
+            del data[at:]
+        elif damage == "zero":
+            data[at : at + 100] = bytes(len(data[at : at + 100]))
+        elif damage == "garbage":
+            data[at:] = os.urandom(len(data) - at)
+        if damage == "delete":
+            path.unlink()
+        else:
+            path.write_bytes(data)
+        reopened = logs.open(segment_bytes=SEGMENT_BYTES)
+        damaged = range(segment * PER_SEGMENT, (segment + 1) * PER_SEGMENT)
+        served = {}
+        for offset in range(reopened.log_start_offset, reopened.log_end_offset):
+            result = reopened.read(offset, 1)
+            if result.slice is not None and result.first_offset == offset:
+                served[offset] = slice_bytes(result.slice)
+        for offset, batch_bytes in expected.items():
+            if offset not in damaged:
+                assert served.get(offset, b"")[8:] == batch_bytes[8:], f"batch {offset} lost"
+        assert reopened.append(batch()).base_offset >= (16 if segment < 3 else 12)
+        for live in list(logs.live):
+            logs.close(live)
+
+
+def batches_by_offset(directory: Path) -> Iterator[tuple[Any, memoryview]]:
+    for path in sorted(directory.glob("*.log")):
+        data = memoryview(path.read_bytes())
+        for position, header in iter_batches(data):
+            yield header, data[position : position + header.size]

@@ -172,13 +172,14 @@ class Segment:
         file: they must land there exactly, at offsets in sequence, below the next segment."""
         file_size = os.fstat(self._fd).st_size
         position = 0
+        self._bytes_since_index = 0  # the walk starts at an indexed batch (or the start)
         if last is not None:
             relative_offset, position = last
             if position >= file_size:
                 raise IndexInconsistent(f"offset index points past the log, to byte {position}")
             self.next_offset = self.base_offset + relative_offset
         self.size = self._index_from(position, verify_crc=False, index=self._indexes_loaded)
-        if self.size != file_size or (position > 0 and self.next_offset == self.base_offset):
+        if self.size != file_size:
             raise IndexInconsistent(f"the batches after the last index entry end at {self.size}")
         if self.size and self.first_batch_timestamp < 0:
             self.first_batch_timestamp = self.read_header(0).max_timestamp
