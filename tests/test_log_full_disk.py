@@ -21,7 +21,7 @@ import pytest
 from pytest_logbench.brokers import BrokerOptions, ReferenceBroker
 from pytest_logbench.client import HarnessClient, KafkaError
 from pytest_logbench.statemachine import fetch_batches
-from reference_broker.log import KafkaStorageError, LogConfig, PartitionLog
+from reference_broker.log import CLEAN_SHUTDOWN_MARKER, KafkaStorageError, LogConfig, PartitionLog
 from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import build_batch, iter_batches
 
@@ -123,6 +123,32 @@ def test_a_failed_fsync_rolls_the_append_back(tmp_path: Path, monkeypatch) -> No
     assert (log.log_end_offset, log.segments[0].path.stat().st_size) == (1, BATCH_SIZE)
     assert log.append(batch()).base_offset == 1
     log.close()
+
+
+def test_an_append_that_cannot_be_undone_takes_the_partition_offline(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Injected like the fsync failure; the cut-back failing too leaves memory and disk apart,
+    so appends stop until a restart recovers the log."""
+    log = PartitionLog(tmp_path / "topic-0", LogConfig(fsync="always"))
+    log.append(batch())
+
+    def failing(*args: object) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    monkeypatch.setattr(os, "ftruncate", failing)
+    with pytest.raises(KafkaStorageError, match="offline"):
+        log.append(batch())
+    monkeypatch.undo()
+    assert log.offline is not None
+    with pytest.raises(KafkaStorageError, match="offline"):
+        log.append(batch())
+    log.close()
+    assert not (log.directory / CLEAN_SHUTDOWN_MARKER).exists()  # the next open recovers
+    reopened = PartitionLog(tmp_path / "topic-0", LogConfig(fsync="always"))
+    assert reopened.append(batch()).base_offset == reopened.log_end_offset - 1
+    reopened.close()
 
 
 def test_a_full_disk_answers_kafka_storage_error_and_recovers(

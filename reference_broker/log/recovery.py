@@ -23,13 +23,15 @@ RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 @dataclass(frozen=True)
 class Truncation:
     """Bytes recovery cut from a segment: from ``position`` (where offset ``first_lost_offset``
-    would have started) to the end of the file."""
+    would have started) to the end of the file. ``next_segment`` is the base offset of the
+    segment after it (None for the last one): the offsets in between became a hole."""
 
     segment: int
     position: int
     first_lost_offset: int
     dropped_bytes: int
     reason: str
+    next_segment: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class RecoveryReport:
             truncation.first_lost_offset,
             truncation.reason,
         )
+        if truncation.next_segment is not None:
+            self.hole(Hole(truncation.first_lost_offset, truncation.next_segment))
 
     def hole(self, hole: Hole) -> None:
         """A hole is data lost behind the log end: always an ERROR, never silent."""

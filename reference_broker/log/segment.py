@@ -243,7 +243,9 @@ class Segment:
         if dropped:
             os.ftruncate(self._fd, self.size)
             self._report.truncated(
-                Truncation(self.base_offset, self.size, self.next_offset, dropped, reason)
+                Truncation(
+                    self.base_offset, self.size, self.next_offset, dropped, reason, self._next_base
+                )
             )
         return dropped
 
