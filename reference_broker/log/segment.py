@@ -7,6 +7,7 @@ the log ever writes with is sequential. Everything else reads with ``os.pread`` 
 
 import logging
 import os
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from reference_broker.log.index import IndexInconsistent, OffsetIndex, SparseInd
 from reference_broker.log.recovery import RecoveryReport, Truncation
 from reference_broker.records import (
     HEADER_SIZE,
+    LOG_OVERHEAD,
     MAGIC,
     BatchHeader,
     CompressionUnavailable,
@@ -29,6 +31,8 @@ from reference_broker.records import (
 log = logging.getLogger(__name__)
 
 DELETED_SUFFIX = ".deleted"
+_BATCH_PREFIX = struct.Struct(">qi4xb")
+"""A batch's base offset, batch length and (after the leader epoch) magic: its first 17 bytes."""
 
 
 def segment_name(base_offset: int, suffix: str) -> str:
@@ -200,23 +204,26 @@ class Segment:
             raise IndexInconsistent("time index points past the log")
 
     def _verify_entries(self) -> None:
-        """Every offset index entry must point at the header of the batch with its offset."""
+        """Every offset index entry must point at the header of the batch with its offset.
+
+        Reads only each batch's first 17 bytes (one ``pread`` per entry, no header object):
+        this runs once per segment, for every entry of its index.
+        """
         file_size = os.fstat(self._fd).st_size
         for relative_offset, position in self.offset_index.entries():
-            try:
-                header = self.read_header(position)
-            except InvalidBatch:
-                header = None
-            if (
-                header is None
-                or header.magic != MAGIC
-                or header.base_offset != self.base_offset + relative_offset
-                or position + header.size > file_size
-            ):
-                raise IndexInconsistent(
-                    f"offset index entry ({relative_offset}, {position}) does not land on the "
-                    f"batch at offset {self.base_offset + relative_offset}"
-                )
+            prefix = os.pread(self._fd, _BATCH_PREFIX.size, position)
+            if len(prefix) == _BATCH_PREFIX.size:
+                base_offset, batch_length, magic = _BATCH_PREFIX.unpack(prefix)
+                if (
+                    magic == MAGIC
+                    and base_offset == self.base_offset + relative_offset
+                    and position + LOG_OVERHEAD + batch_length <= file_size
+                ):
+                    continue
+            raise IndexInconsistent(
+                f"offset index entry ({relative_offset}, {position}) does not land on the "
+                f"batch at offset {self.base_offset + relative_offset}"
+            )
 
     def _ensure_indexes(self) -> None:
         if not self._indexes_loaded:
