@@ -78,6 +78,7 @@ def test_an_index_write_refused_by_a_full_disk_rolls_the_append_back(tiny_disk: 
     with pytest.raises(KafkaStorageError) as raised:
         log.append(batch())  # fits in the segment's page; its index entry needs a new page
     assert raised.value.error_code == ErrorCode.KAFKA_STORAGE_ERROR == 56
+    assert isinstance(raised.value, OSError)  # the offsets store maps OSError to NOT_COORDINATOR
     segment = log.segments[0]
     assert log.log_end_offset == 1
     assert log.size_bytes == segment.path.stat().st_size == BATCH_SIZE

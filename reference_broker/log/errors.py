@@ -59,10 +59,11 @@ class InvalidConfig(LogError, ValueError):
     error_code = ErrorCode.INVALID_CONFIG
 
 
-class KafkaStorageError(LogError):
+class KafkaStorageError(LogError, OSError):
     """The disk refused a write or a sync (ENOSPC, EIO): nothing of the append was kept.
 
-    Clients treat it as retriable, so a produce succeeds again once space returns.
+    Clients treat it as retriable, so a produce succeeds again once space returns. It is an
+    OSError too, so callers that handle a failing disk (the committed-offsets store) still do.
     """
 
     error_code = ErrorCode.KAFKA_STORAGE_ERROR
