@@ -80,7 +80,9 @@ def test_retries_gaps_and_stale_epochs_follow_kafkas_rules(broker_factory: Any) 
         producer_id, epoch = init_producer_id(client)
     producer = RawProducer(broker.bootstrap, producer_id, epoch)
     assert producer.send(0, 2) == 0
+    produced_bytes = broker.metric("logbench_produce_bytes_total")
     assert producer.send(0, 2) == 0  # a retry: the original offsets, nothing appended
+    assert broker.metric("logbench_produce_bytes_total") == produced_bytes
     assert producer.send(2) == 2
     assert producer.refused(4) == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER == 45
     assert producer.send(0, epoch=epoch + 1) == 3  # a new epoch starts again at 0
