@@ -179,8 +179,8 @@ class Segment:
         self._bytes_since_index = 0  # the walk starts at an indexed batch (or the start)
         if last is not None:
             relative_offset, position = last
-            if position >= file_size:
-                raise IndexInconsistent(f"offset index points past the log, to byte {position}")
+            if not 0 <= position < file_size or relative_offset < 0:
+                raise IndexInconsistent(f"offset index ends outside the log: {last}")
             self.next_offset = self.base_offset + relative_offset
         self.size = self._index_from(position, verify_crc=False, index=self._indexes_loaded)
         if self.size != file_size:
