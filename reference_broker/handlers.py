@@ -277,9 +277,12 @@ def _append(
     except (InvalidBatch, LogError) as exc:
         broker.metrics.add("logbench_produce_rejected_batches_total", error=exc.error_code.name)
         return exc.error_code, -1, found, str(exc)
-    broker.metrics.add("logbench_produce_bytes_total", result.size)
-    broker.metrics.add("logbench_produce_records_total", result.record_count)
-    broker.appends.notify(topic, data["index"])
+    if result.duplicate:  # an idempotent producer's retry: answered, nothing appended
+        broker.metrics.add("logbench_produce_duplicate_batches_total")
+    else:
+        broker.metrics.add("logbench_produce_bytes_total", result.size)
+        broker.metrics.add("logbench_produce_records_total", result.record_count)
+        broker.appends.notify(topic, data["index"])
     return ErrorCode.NONE, result.base_offset, found, None
 
 
@@ -287,8 +290,13 @@ async def handle_init_producer_id(broker: Broker, request: Request) -> Body:
     if request.body.get("transactional_id") is not None:
         return {"throttle_time_ms": 0, "error_code": ErrorCode.INVALID_REQUEST,
                 "producer_id": -1, "producer_epoch": -1}
+    try:
+        producer_id = broker.producer_ids.allocate()
+    except LogError as exc:
+        return {"throttle_time_ms": 0, "error_code": exc.error_code,
+                "producer_id": -1, "producer_epoch": -1}
     return {"throttle_time_ms": 0, "error_code": ErrorCode.NONE,
-            "producer_id": next(broker.producer_ids), "producer_epoch": 0}
+            "producer_id": producer_id, "producer_epoch": 0}
 
 
 # --- Fetch and ListOffsets -------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import ssl
 import time
@@ -133,9 +132,8 @@ class Broker:
         self.transmitter = make_transmitter(
             config.transmit_mode, self.metrics, config.fetch_slowdown
         )
-        # Producer ids only need to differ between producers; seeding from the clock keeps
-        # them distinct across restarts without persisting a counter.
-        self.producer_ids = itertools.count(int(time.time() * 1000) % 2**47)
+        # Never repeated, across restarts too: each partition's duplicate detection keys on them.
+        self.producer_ids = self.store.producer_ids
         self.host, self.port = config.host, config.port
         self.metrics_port: int | None = None
         self._servers: list[asyncio.Server] = []

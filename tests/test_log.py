@@ -3,20 +3,27 @@
 import os
 import socket
 import struct
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch
 
+from pytest_logbench.strategies import examples
 from reference_broker.log import (
     CLEAN_SHUTDOWN_MARKER,
     FileSlice,
+    Hole,
     LogConfig,
     OffsetOutOfRange,
     PartitionLog,
     RecordListTooLarge,
 )
+from reference_broker.log.recovery import RECOVERY_POINT_FILE
 from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import (
     Compression,
@@ -62,12 +69,17 @@ class Logs:
             segment.close()
 
 
-@pytest.fixture
-def logs(tmp_path: Path) -> Iterator[Logs]:
+def open_logs(tmp_path: Path) -> Iterator[Logs]:
+    """A ``Logs`` in ``tmp_path``, closing what the test left open (a fixture's body)."""
     logs = Logs(tmp_path / "topic-0")
     yield logs
     for log in list(logs.live):
         logs.close(log)
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Iterator[Logs]:
+    yield from open_logs(tmp_path)
 
 
 def fill(log: PartitionLog, count: int, records: int = 1, first_timestamp: int = 1_000) -> None:
@@ -204,8 +216,11 @@ def test_offset_for_timestamp_finds_the_record_inside_a_batch(logs: Logs, codec)
     log = logs.open()
     stamps = [10 * i for i in range(50)]
     for start in (0, 25):
-        log.append(build_batch([(b"k", VALUE)] * 25, timestamps=stamps[start:start + 25],
-                               compression=codec))
+        log.append(
+            build_batch(
+                [(b"k", VALUE)] * 25, timestamps=stamps[start : start + 25], compression=codec
+            )
+        )
     for target in (0, 1, 10, 95, 240, 250, 251, 490):
         brute = next(((o, ts) for o, ts in enumerate(stamps) if ts >= target), None)
         assert log.offset_for_timestamp(target) == brute, target
@@ -526,7 +541,7 @@ def test_clean_shutdown_skips_the_scan(logs: Logs) -> None:
     assert logs.open().log_end_offset == 1  # unclean: scanned, truncated at batch 1
 
 
-def test_truncated_sealed_segment_discards_later_segments(logs: Logs) -> None:
+def test_a_truncated_sealed_segment_keeps_the_later_segments(logs: Logs) -> None:
     log = logs.open(segment_bytes=SEGMENT_BYTES)
     fill(log, 12)
     logs.close(log)
@@ -534,14 +549,14 @@ def test_truncated_sealed_segment_discards_later_segments(logs: Logs) -> None:
     with open(first.path, "r+b") as file:
         file.truncate(first.size - 10)
     reopened = logs.open(segment_bytes=SEGMENT_BYTES)
-    kept = first.size // BATCH_SIZE - 1
-    assert [s.base_offset for s in reopened.segments] == [0]
-    assert reopened.log_end_offset == kept
-    assert sorted(p.name for p in reopened.directory.iterdir()) == [
-        "00000000000000000000.index",
-        "00000000000000000000.log",
-        "00000000000000000000.timeindex",
-    ]
+    assert [s.base_offset for s in reopened.segments] == [0, 4, 8]
+    assert reopened.log_end_offset == 12
+    assert reopened.holes == [Hole(3, 4)]
+    assert reopened.recovery_report.holes == [Hole(3, 4)]
+    [truncation] = reopened.recovery_report.truncations
+    assert (truncation.segment, truncation.first_lost_offset) == (0, 3)
+    assert reopened.read(3, 1 << 20).first_offset == 4  # a fetch in the hole skips it
+    assert reopened.append(batch()).base_offset == 12  # no offset of a later segment reused
 
 
 def test_garbage_from_the_first_byte_recovers_to_an_empty_log(logs: Logs) -> None:
@@ -560,19 +575,27 @@ def test_garbage_from_the_first_byte_recovers_to_an_empty_log(logs: Logs) -> Non
     assert log.append(batch()).base_offset == 0
 
 
-def test_a_missing_middle_segment_ends_the_log_before_the_hole(logs: Logs) -> None:
+def test_a_missing_middle_segment_leaves_a_reported_hole(logs: Logs) -> None:
     log = logs.open(segment_bytes=SEGMENT_BYTES)
     fill(log, 12)
     logs.crash(log)
-    first, middle, last = log.segments
+    _, middle, last = log.segments
     middle.path.unlink()
-    data = bytearray(first.path.read_bytes())
-    data[-1] ^= 1  # the batch before the hole is corrupt too: the new active segment is scanned
-    first.path.write_bytes(data)
     reopened = logs.open(segment_bytes=SEGMENT_BYTES)
-    assert [s.base_offset for s in reopened.segments] == [0]
-    assert reopened.log_end_offset == PER_SEGMENT - 1
-    assert not last.path.exists()
+    assert [s.base_offset for s in reopened.segments] == [0, 8]
+    assert reopened.recovery_report.holes == [Hole(4, 8)]
+    assert [h.base_offset for _, h in iter_batches(b"".join(reopened.read_batches()))] == [
+        0,
+        1,
+        2,
+        3,
+        8,
+        9,
+        10,
+        11,
+    ]
+    assert reopened.size_from(5) == last.size
+    assert reopened.append(batch()).base_offset == 12
 
 
 def test_a_slice_ships_with_sendfile(logs: Logs) -> None:
@@ -590,3 +613,133 @@ def test_a_slice_ships_with_sendfile(logs: Logs) -> None:
         while len(received) < sent:
             received += receiver.recv(sent - len(received))
     assert [h.base_offset for _, h in iter_batches(received)] == [2, 3, 4]
+
+
+# --- index write-through, recovery point, damage confined to its segment ----------------------
+
+
+def test_index_entries_reach_the_file_as_they_are_made(logs: Logs) -> None:
+    log = logs.open(index_interval_bytes=0)
+    fill(log, 5)
+    # No flush, no close: a process killed now leaves these files as they are.
+    path = log.segments[0].path
+    assert index_entries(path.with_suffix(".index"), ">ii") == [
+        (i, i * BATCH_SIZE) for i in range(1, 5)
+    ]
+    assert len(path.with_suffix(".timeindex").read_bytes()) == 4 * 12
+
+
+def sealed_log(logs: Logs, segments: int = 4) -> PartitionLog:
+    """A log of ``segments`` full segments (4 batches each) plus an empty active one, left as a
+    killed process leaves it."""
+    log = logs.open(segment_bytes=SEGMENT_BYTES)
+    fill(log, segments * PER_SEGMENT)
+    log.roll()
+    logs.crash(log)
+    return log
+
+
+def flip(path: Path, position: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x40
+    path.write_bytes(data)
+
+
+def test_a_crash_scans_only_the_segments_after_the_recovery_point(logs: Logs) -> None:
+    log = sealed_log(logs)
+    flip(log.segments[1].path, BATCH_SIZE + 100)  # a record byte: only a CRC scan sees it
+    reopened = logs.open(segment_bytes=SEGMENT_BYTES)
+    assert reopened.log_end_offset == 16
+    assert reopened.recovery_report.truncations == []  # segment 1 was not read
+    logs.crash(reopened)
+    (log.directory / RECOVERY_POINT_FILE).unlink()  # no checkpoint: every segment is scanned
+    rescanned = logs.open(segment_bytes=SEGMENT_BYTES)
+    [truncation] = rescanned.recovery_report.truncations
+    assert (truncation.segment, truncation.first_lost_offset) == (4, 5)
+    assert rescanned.holes == [Hole(5, 8)]
+    assert rescanned.log_end_offset == 16
+
+
+def test_an_index_entry_off_its_batch_is_caught_after_a_clean_shutdown(logs: Logs) -> None:
+    log = logs.open(segment_bytes=SEGMENT_BYTES, index_interval_bytes=0)
+    fill(log, 14)
+    logs.close(log)
+    expected = [s.path.with_suffix(".index").read_bytes() for s in log.segments]
+    for segment in (log.segments[1], log.segments[-1]):  # a sealed one and the active one
+        index = segment.path.with_suffix(".index")
+        data = bytearray(index.read_bytes())
+        struct.pack_into(">ii", data, 0, 1, BATCH_SIZE + 1)  # still increasing, off the batch
+        index.write_bytes(data)
+    reopened = logs.open(segment_bytes=SEGMENT_BYTES, index_interval_bytes=0)
+    for offset in range(14):
+        result = reopened.read(offset, 1)
+        assert result.slice is not None, f"offset {offset} not served"
+        [(_, header)] = iter_batches(slice_bytes(result.slice))
+        assert header.base_offset == offset
+    assert [s.path.with_suffix(".index").read_bytes() for s in reopened.segments] == expected
+    assert reopened.recovery_report.truncations == []  # rebuilt, no data lost
+
+
+@examples(60, deadline=None)
+@given(
+    segment=st.integers(0, 3),
+    damage=st.sampled_from(
+        ["flip", "truncate", "zero", "garbage", "delete", ".index", ".timeindex"]
+    ),
+    where=st.floats(0, 1, exclude_max=True),
+    clean=st.booleans(),
+    checkpoint=st.booleans(),
+)
+def test_damage_to_one_segment_never_removes_a_batch_of_another(
+    segment: int, damage: str, where: float, clean: bool, checkpoint: bool
+) -> None:
+    """Whatever happens to one segment's file while the broker is down, every batch of every
+    other segment is still served at its offset after the restart, and the next append lands
+    after all of them. Garbage in a segment's indexes loses nothing at all."""
+    with tempfile.TemporaryDirectory() as directory:
+        logs = Logs(Path(directory) / "topic-0")
+        log = logs.open(segment_bytes=SEGMENT_BYTES, index_interval_bytes=0)
+        fill(log, 4 * PER_SEGMENT)
+        logs.close(log) if clean else logs.crash(log)
+        if not clean:
+            (log.directory / CLEAN_SHUTDOWN_MARKER).unlink(missing_ok=True)
+        if not checkpoint:
+            (log.directory / RECOVERY_POINT_FILE).unlink(missing_ok=True)
+        expected = {h.base_offset: bytes(b) for h, b in batches_by_offset(log.directory)}
+        path = log.segments[segment].path
+        if damage.startswith("."):  # any bytes in an index: it is rebuilt, never trusted
+            path = path.with_suffix(damage)
+        data = bytearray(path.read_bytes())
+        at = int(where * len(data))
+        if damage == "flip":
+            data[at] ^= 0xFF
+        elif damage == "truncate":
+            del data[at:]
+        elif damage == "zero":
+            data[at : at + 100] = bytes(len(data[at : at + 100]))
+        elif damage in ("garbage", ".index", ".timeindex"):
+            data[at:] = os.urandom(len(data) - at)
+        if damage == "delete":
+            path.unlink()
+        else:
+            path.write_bytes(data)
+        reopened = logs.open(segment_bytes=SEGMENT_BYTES, index_interval_bytes=0)
+        damaged = range(segment * PER_SEGMENT, (segment + 1) * PER_SEGMENT)
+        served = {}
+        for offset in range(reopened.log_start_offset, reopened.log_end_offset):
+            result = reopened.read(offset, 1)
+            if result.slice is not None and result.first_offset == offset:
+                served[offset] = slice_bytes(result.slice)
+        for offset, batch_bytes in expected.items():
+            if offset not in damaged or damage.startswith("."):
+                assert served.get(offset, b"")[8:] == batch_bytes[8:], f"batch {offset} lost"
+        assert reopened.append(batch()).base_offset >= (16 if segment < 3 else 12)
+        for live in list(logs.live):
+            logs.close(live)
+
+
+def batches_by_offset(directory: Path) -> Iterator[tuple[Any, memoryview]]:
+    for path in sorted(directory.glob("*.log")):
+        data = memoryview(path.read_bytes())
+        for position, header in iter_batches(data):
+            yield header, data[position : position + header.size]

@@ -7,9 +7,12 @@ from reference_broker.log.config import FsyncPolicy, LogConfig
 from reference_broker.log.errors import (
     InvalidConfig,
     InvalidPartitions,
+    InvalidProducerEpoch,
     InvalidTopic,
+    KafkaStorageError,
     LogError,
     OffsetOutOfRange,
+    OutOfOrderSequence,
     RecordListTooLarge,
     TopicExists,
     UnknownTopic,
@@ -21,6 +24,7 @@ from reference_broker.log.partition import (
     PartitionLog,
     ReadResult,
 )
+from reference_broker.log.recovery import Hole, RecoveryReport, Truncation
 from reference_broker.log.segment import Segment
 from reference_broker.log.store import LogStore, validate_topic_name
 
@@ -29,18 +33,24 @@ __all__ = [
     "AppendResult",
     "FileSlice",
     "FsyncPolicy",
+    "Hole",
     "InvalidConfig",
     "InvalidPartitions",
+    "InvalidProducerEpoch",
     "InvalidTopic",
+    "KafkaStorageError",
     "LogConfig",
     "LogError",
     "LogStore",
     "OffsetOutOfRange",
+    "OutOfOrderSequence",
     "PartitionLog",
     "ReadResult",
     "RecordListTooLarge",
+    "RecoveryReport",
     "Segment",
     "TopicExists",
+    "Truncation",
     "UnknownTopic",
     "validate_topic_name",
 ]

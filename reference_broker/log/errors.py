@@ -57,3 +57,25 @@ class InvalidConfig(LogError, ValueError):
     """An unknown topic config key or a value out of range."""
 
     error_code = ErrorCode.INVALID_CONFIG
+
+
+class KafkaStorageError(LogError, OSError):
+    """The disk refused a write or a sync (ENOSPC, EIO): nothing of the append was kept.
+
+    Clients treat it as retriable, so a produce succeeds again once space returns. It is an
+    OSError too, so callers that handle a failing disk (the committed-offsets store) still do.
+    """
+
+    error_code = ErrorCode.KAFKA_STORAGE_ERROR
+
+
+class OutOfOrderSequence(LogError):
+    """An idempotent producer's batch does not follow the last sequence the log holds."""
+
+    error_code = ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+
+
+class InvalidProducerEpoch(LogError):
+    """A batch from an older epoch of a producer id: a fenced (zombie) producer instance."""
+
+    error_code = ErrorCode.INVALID_PRODUCER_EPOCH

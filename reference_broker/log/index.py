@@ -1,18 +1,21 @@
 """Sparse indexes of a segment: offset -> file position, and timestamp -> offset.
 
-Kafka memory-maps preallocated index files; here an index is an append-only file plus an
-in-memory copy that every lookup uses, which keeps the file format (big-endian fixed-size
-entries) without mmap bookkeeping. Neither index is checksummed: both are derived from the
-segment's batches and are rebuilt whenever they disagree with it.
+Kafka memory-maps preallocated index files, so a process kill loses no entry. Here an index is an
+append-only file written through with one ``write`` per entry (into the page cache: a process
+kill loses nothing either) plus an in-memory copy that every lookup uses. Neither index is
+checksummed: both are derived from the segment's batches and are rebuilt whenever they disagree
+with it.
 """
 
+import errno
 import os
 import struct
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import ClassVar
 
 
 class IndexInconsistent(Exception):
@@ -33,7 +36,7 @@ class SparseIndex:
         self.path = path
         self._keys = array(self.KEY_TYPECODE)
         self._values = array("i")
-        self._file: BinaryIO | None = None
+        self._fd: int | None = None
 
     def load(self) -> None:
         """Read the index file, raising IndexInconsistent if it is missing or malformed."""
@@ -62,11 +65,39 @@ class SparseIndex:
         return len(self._keys)
 
     def append(self, key: int, value: int) -> None:
+        """Write the entry through to the file, then remember it (OSError: not remembered)."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        entry = self.ENTRY.pack(key, value)
+        if os.write(self._fd, entry) != len(entry):  # the disk filled up within the entry
+            raise OSError(errno.ENOSPC, f"{self.path.name}: short write")
         self._keys.append(key)
         self._values.append(value)
-        if self._file is None:
-            self._file = open(self.path, "ab")  # noqa: SIM115 -- kept open for later appends
-        self._file.write(self.ENTRY.pack(key, value))
+
+    def truncate(self, length: int) -> None:
+        """Keep only the first ``length`` entries, in memory and in the file."""
+        del self._keys[length:]
+        del self._values[length:]
+        os.truncate(self.path, length * self.ENTRY.size)
+
+    def last_on_disk(self) -> tuple[int, int] | None:
+        """The file's last entry, read without loading the index (IndexInconsistent if the file
+        is missing or ends with a partial entry)."""
+        try:
+            with open(self.path, "rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                if size % self.ENTRY.size:
+                    raise IndexInconsistent(f"{self.path.name} ends with a partial entry")
+                if size == 0:
+                    return None
+                return self.ENTRY.unpack(
+                    os.pread(file.fileno(), self.ENTRY.size, size - self.ENTRY.size)
+                )
+        except FileNotFoundError:
+            raise IndexInconsistent(f"{self.path.name} is missing") from None
+
+    def entries(self) -> Iterator[tuple[int, int]]:
+        return zip(self._keys, self._values, strict=True)
 
     def last(self) -> tuple[int, int] | None:
         return self._entry(len(self._keys) - 1)
@@ -82,20 +113,18 @@ class SparseIndex:
     def _entry(self, i: int) -> tuple[int, int] | None:
         return (self._keys[i], self._values[i]) if i >= 0 else None
 
-    def flush(self, *, fsync: bool) -> None:
-        """Push buffered entries to the file (and fsync it)."""
-        if self._file is not None:
-            self._file.flush()
-            if fsync:
-                os.fsync(self._file.fileno())
+    def flush(self) -> None:
+        """fsync the file (entries are in the page cache as soon as they are appended)."""
+        if self._fd is not None:
+            os.fsync(self._fd)
 
     def rename(self, path: Path) -> None:
         self.path = self.path.rename(path)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class OffsetIndex(SparseIndex):

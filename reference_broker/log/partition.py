@@ -13,26 +13,40 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import FileIO
+from itertools import pairwise
 from pathlib import Path
+from typing import NoReturn
 
 from reference_broker.log.config import INT32_MAX, LogConfig
-from reference_broker.log.errors import OffsetOutOfRange, RecordListTooLarge
-from reference_broker.log.segment import DELETED_SUFFIX, Segment, wall_clock_ms
+from reference_broker.log.errors import KafkaStorageError, OffsetOutOfRange, RecordListTooLarge
+from reference_broker.log.producer_state import ProducerStates
+from reference_broker.log.recovery import (
+    Hole,
+    RecoveryReport,
+    read_recovery_point,
+    write_recovery_point,
+)
+from reference_broker.log.segment import DELETED_SUFFIX, Segment, SegmentMark, wall_clock_ms
 from reference_broker.records import BatchHeader, read_header, set_base_offset, validate_batches
 
 log = logging.getLogger(__name__)
 
 CLEAN_SHUTDOWN_MARKER = ".clean_shutdown"
+STORAGE_ERROR_LOG_INTERVAL_S = 60
 _INDEX_SUFFIXES = (".index", ".timeindex")
 
 
 @dataclass(frozen=True)
 class AppendResult:
+    """Where an append landed. A ``duplicate`` (an idempotent producer's retry of batches the
+    log already holds) carries the original offsets and appended nothing: size and counts 0."""
+
     base_offset: int
     last_offset: int
     size: int
     batch_count: int
     record_count: int
+    duplicate: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,10 +95,12 @@ class PartitionLog:
     ) -> None:
         """Open the log in ``directory`` (created if needed), recovering it if needed.
 
-        ``topic`` and ``partition`` default to the ``<topic>-<partition>`` directory name. Without
-        the clean-shutdown marker the active segment is scanned and CRC-checked, and the log is
-        truncated at its first invalid byte; other segments (synced when they were rolled unless
-        fsync is "never") only get the cheap index check and are recovered if they fail it.
+        ``topic`` and ``partition`` default to the ``<topic>-<partition>`` directory name.
+        Segments wholly below the recovery point (or all, after a clean shutdown) get the cheap
+        check of their last batches; the others are scanned and CRC-checked. A damaged segment
+        is truncated at its first invalid byte and the later segments are kept (see
+        ``recovery_report``). The producer state is then loaded from its newest snapshot and
+        the batch headers after it.
         """
         self.directory = Path(directory)
         name, _, number = self.directory.name.rpartition("-")
@@ -95,10 +111,17 @@ class PartitionLog:
         self.config = config
         self._deleted: list[tuple[int, Segment]] = []  # (close-after ms, renamed segment)
         self._last_sync = time.monotonic()
+        self.recovery_report = RecoveryReport(self.directory)
+        self.producer_states = ProducerStates(self.directory)
+        self.storage_errors = 0
+        """Appends refused by the disk (ENOSPC, EIO) since the log was opened."""
+        self._last_storage_log = -STORAGE_ERROR_LOG_INTERVAL_S
+        self._offline: str | None = None
         self.directory.mkdir(parents=True, exist_ok=True)
         marker = self.directory / CLEAN_SHUTDOWN_MARKER
         clean = marker.exists()
         self._segments = self._open_segments(clean)
+        self._load_producer_states()
         if clean:
             marker.unlink()
             fsync_directory(self.directory)
@@ -114,32 +137,42 @@ class PartitionLog:
             for path in self.directory.glob("*.log")
             if len(path.stem) == 20 and path.stem.isdigit()
         )
-        segments: list[Segment] = []
-        interval = self.config.index_interval_bytes
-        for i, base in enumerate(bases):
-            is_active = i == len(bases) - 1
-            if segments and base != segments[-1].next_offset:
-                self._discard_from(bases[i:], f"offset gap before segment {base}")
-                break
-            segment, truncated = Segment.open(
-                self.directory, base, interval, recover=not clean and is_active
+        recovery_point = read_recovery_point(self.directory)
+        segments = []
+        for base, next_base in zip(bases, [*bases[1:], None], strict=False):
+            below = next_base is not None and next_base <= recovery_point
+            segment = Segment.open(
+                self.directory,
+                base,
+                self.config.index_interval_bytes,
+                self.recovery_report,
+                recover=not (clean or below),
+                next_base=next_base,
             )
             segments.append(segment)
-            if truncated and not is_active:
-                self._discard_from(bases[i + 1 :], f"segment {base} was truncated")
-                break
         if not segments:
-            return [Segment.create(self.directory, 0, interval)]
-        if not clean and segments[-1].base_offset != bases[-1]:
-            segments[-1].recover()  # a hole made a sealed, unscanned segment the active one
+            return [self._new_segment(0)]
+        for before, after in pairwise(segments):
+            hole = Hole(before.next_offset, after.base_offset)
+            if hole.first_missing < hole.next_present and hole not in self.recovery_report.holes:
+                self.recovery_report.hole(hole)  # a missing segment
         return segments
 
-    def _discard_from(self, bases: list[int], reason: str) -> None:
-        """Delete segments that follow a hole in the log: their offsets can no longer follow."""
-        log.warning("%s: %s; deleting segments from %d on", self.directory, reason, bases[0])
-        for base in bases:
-            for suffix in (".log", *_INDEX_SUFFIXES):
-                (self.directory / f"{base:020d}{suffix}").unlink(missing_ok=True)
+    def _new_segment(self, base_offset: int) -> Segment:
+        return Segment.create(
+            self.directory, base_offset, self.config.index_interval_bytes, self.recovery_report
+        )
+
+    def _load_producer_states(self) -> None:
+        """Load the newest snapshot not above any truncation, replay the headers after it."""
+        lost = [t.first_lost_offset for t in self.recovery_report.truncations]
+        start = self.producer_states.load(upto=min([self.log_end_offset, *lost]))
+        for segment in self._segments:
+            if segment.next_offset > start:
+                for _, header in segment.headers():
+                    if header.base_offset >= start:
+                        self.producer_states.replay(header)
+        self.producer_states.evict_below(self.log_start_offset)
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -169,15 +202,35 @@ class PartitionLog:
     def size_bytes(self) -> int:
         return sum(segment.size for segment in self._segments)
 
+    @property
+    def holes(self) -> list[Hole]:
+        """Offset ranges between segments that no batch holds (left by damage)."""
+        return [
+            Hole(before.next_offset, after.base_offset)
+            for before, after in pairwise(self._segments)
+            if before.next_offset < after.base_offset
+        ]
+
+    @property
+    def offline(self) -> str | None:
+        """Why appends are refused until a restart (a failed append could not be undone)."""
+        return self._offline
+
     # --- append --------------------------------------------------------------------------------
 
     def append(self, records: bytes | memoryview, *, leader_epoch: int = 0) -> AppendResult:
         """Validate a produce request's batches, give them offsets, append them in one write.
 
-        Nothing is written if any batch is invalid (InvalidBatch) or the request is larger than
-        a segment (RecordListTooLarge). The bytearray copy is the only one: the base offsets and
+        Nothing is written if any batch is invalid (InvalidBatch), the request is larger than
+        a segment (RecordListTooLarge) or an idempotent producer's sequence or epoch is wrong
+        (OutOfOrderSequence, InvalidProducerEpoch); a retry of batches already in the log is
+        answered with their offsets (``duplicate``). An append is all or nothing: if the disk
+        fails any part of it (write, index entry, sync) it is rolled back and
+        KafkaStorageError raised. The bytearray copy is the only one: the base offsets and
         leader epoch have to be written somewhere before the bytes go to the page cache.
         """
+        if self._offline is not None:
+            raise KafkaStorageError(self._offline)
         view = memoryview(records)
         headers = validate_batches(view, self.config.max_message_bytes)
         size = len(view)
@@ -185,6 +238,9 @@ class PartitionLog:
             raise RecordListTooLarge(
                 f"{size} bytes of records exceed segment.bytes {self.config.segment_bytes}"
             )
+        duplicate = self.producer_states.find_duplicate(headers)
+        if duplicate is not None:
+            return AppendResult(duplicate.base_offset, duplicate.last_offset, 0, 0, 0, True)
         data = bytearray(view)
         base_offset = offset = self.log_end_offset
         position = 0
@@ -194,12 +250,47 @@ class PartitionLog:
             stamped.append(read_header(data, position))
             offset += header.record_count
             position += header.size
+        producers = self.producer_states.check(stamped)
         max_timestamp = max(header.max_timestamp for header in headers)
         if self._should_roll(size, offset - 1, max_timestamp):
             self.roll()
-        self._active.append(data, stamped)
-        self._sync_per_policy()
+        active = self._active
+        mark = active.mark()
+        try:
+            active.append(data, stamped)
+            self._sync_per_policy()
+        except OSError as exc:
+            self._undo(active, mark, f"append of {size} bytes at offset {base_offset}", exc)
+        self.producer_states.apply(producers)
         return AppendResult(base_offset, offset - 1, size, len(headers), offset - base_offset)
+
+    def _undo(self, segment: Segment, mark: SegmentMark, what: str, exc: OSError) -> NoReturn:
+        """Roll a failed append back; if even that fails, take the partition offline."""
+        try:
+            segment.rollback(mark)
+        except OSError as undo_exc:
+            self._offline = (
+                f"{self.topic}-{self.partition} is offline until restart: {what} failed "
+                f"({exc}) and could not be rolled back ({undo_exc})"
+            )
+            log.error("%s", self._offline)
+            raise KafkaStorageError(self._offline) from exc
+        self._storage_error(f"{what} failed and was rolled back", exc)
+
+    def _storage_error(self, what: str, exc: OSError) -> NoReturn:
+        """Count the failure, log it at most once per interval, raise KafkaStorageError."""
+        self.storage_errors += 1
+        message = f"{self.topic}-{self.partition}: {what}: {exc.strerror or exc}"
+        now = time.monotonic()
+        if now - self._last_storage_log >= STORAGE_ERROR_LOG_INTERVAL_S:
+            self._last_storage_log = now
+            log.error(
+                "%s (%d storage errors on this partition so far; next report in %ds at most)",
+                message,
+                self.storage_errors,
+                STORAGE_ERROR_LOG_INTERVAL_S,
+            )
+        raise KafkaStorageError(message) from exc
 
     def _should_roll(self, size: int, last_offset: int, max_timestamp: int) -> bool:
         """Kafka's roll rules for a non-empty active segment.
@@ -234,18 +325,25 @@ class PartitionLog:
     def roll(self) -> None:
         """Start a new active segment at the log end offset (no-op if the active one is empty).
 
-        Unless fsync is "never", the sealed segment is synced first: recovery after a crash
-        then only needs to scan the active segment.
+        Unless fsync is "never", the sealed segment is synced first. Then the producer state
+        snapshot and the recovery point move to the new segment's base: after a crash only
+        segments from there on are scanned, and only their headers replayed. KafkaStorageError
+        if the disk refuses the sync or the new files; the log is unchanged then.
         """
         if self._active.size == 0:
             return
-        if self.config.fsync != "never":
-            self._active.flush()
-        self._segments.append(
-            Segment.create(self.directory, self.log_end_offset, self.config.index_interval_bytes)
-        )
-        if self.config.fsync != "never":
-            fsync_directory(self.directory)
+        sync = self.config.fsync != "never"
+        end = self.log_end_offset
+        try:
+            if sync:
+                self._active.flush()
+            self.producer_states.write_snapshot(end, fsync=sync)
+            self._segments.append(self._new_segment(end))
+            if sync:
+                fsync_directory(self.directory)
+        except OSError as exc:
+            self._storage_error(f"roll to a new segment at offset {end}", exc)
+        write_recovery_point(self.directory, end, fsync=sync)
 
     # --- read ----------------------------------------------------------------------------------
 
@@ -286,12 +384,15 @@ class PartitionLog:
         )
 
     def _find(self, offset: int) -> tuple[int, int, BatchHeader] | None:
-        """(segment index, position, header) of the batch holding ``offset``, if any."""
-        index = bisect_right(self._segments, offset, key=lambda s: s.base_offset) - 1
-        if index < 0:
-            return None
-        found = self._segments[index].find(offset)
-        return None if found is None else (index, *found)
+        """(segment index, position, header) of the batch holding ``offset``, or of the first
+        batch after it when ``offset`` falls in a hole left by damage (as Kafka reads past
+        gaps: a consumer skips to the next offset that exists); None past the last batch."""
+        first = max(0, bisect_right(self._segments, offset, key=lambda s: s.base_offset) - 1)
+        for index in range(first, len(self._segments)):
+            found = self._segments[index].find(offset)
+            if found is not None:
+                return index, *found
+        return None
 
     def _distance_to_end(self, index: int, position: int) -> int:
         return sum(s.size for s in self._segments[index:]) - position
@@ -304,7 +405,8 @@ class PartitionLog:
         if offset >= self.log_end_offset:
             return 0
         found = self._find(max(offset, self.log_start_offset))
-        assert found is not None, "an offset inside the log is in some batch"
+        if found is None:  # in a hole at the end of the log
+            return 0
         index, position, _ = found
         return self._distance_to_end(index, position)
 
@@ -355,7 +457,10 @@ class PartitionLog:
                 and now - self._segments[0].largest_timestamp > self.config.retention_ms
             ):
                 if len(self._segments) == 1:
-                    self.roll()
+                    try:
+                        self.roll()
+                    except KafkaStorageError:
+                        break  # the disk is full: delete it on a later pass
                 self._delete_oldest(now)
                 deleted += 1
         if self.config.retention_bytes >= 0:
@@ -370,6 +475,7 @@ class PartitionLog:
     def _delete_oldest(self, now_ms: int) -> None:
         segment = self._segments.pop(0)
         segment.mark_deleted()
+        self.producer_states.evict_below(self.log_start_offset)
         self._deleted.append((now_ms + self.config.file_delete_delay_ms, segment))
         log.info(
             "%s: deleted segment %d, log start offset now %d",
@@ -389,21 +495,35 @@ class PartitionLog:
         self._deleted = keep
 
     def flush(self) -> None:
-        """fsync every segment with unsynced appends, and their indexes."""
-        for segment in self._segments:
-            segment.flush()
+        """fsync every segment with unsynced appends, and their indexes.
+
+        Acknowledged appends cannot be rolled back, so a failed sync takes the partition
+        offline (as Kafka takes a log dir offline): no append until a restart recovers it.
+        """
+        try:
+            for segment in self._segments:
+                segment.flush()
+        except OSError as exc:
+            self._offline = f"{self.topic}-{self.partition} is offline until restart: {exc}"
+            log.error("%s", self._offline)
+            return
         self._last_sync = time.monotonic()
 
     def close(self) -> None:
-        """Flush, close every file and leave the clean-shutdown marker for the next open."""
+        """Flush, save the producer state and the recovery point, close every file, and leave
+        the clean-shutdown marker for the next open (not if the partition went offline)."""
         self.flush()
+        if self._offline is None:
+            self.producer_states.write_snapshot(self.log_end_offset, fsync=True)
+            write_recovery_point(self.directory, self.log_end_offset, fsync=True)
         for segment in self._segments:
             segment.close()
         self._close_deleted(None)
-        marker = self.directory / CLEAN_SHUTDOWN_MARKER
-        with open(marker, "wb") as file:
-            os.fsync(file.fileno())
-        fsync_directory(self.directory)
+        if self._offline is None:
+            marker = self.directory / CLEAN_SHUTDOWN_MARKER
+            with open(marker, "wb") as file:
+                os.fsync(file.fileno())
+            fsync_directory(self.directory)
 
     def __repr__(self) -> str:
         return (

@@ -2,14 +2,15 @@
 them out, plus one small JSON file with each topic's partition count and config overrides."""
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from reference_broker.log.config import LogConfig
 from reference_broker.log.errors import InvalidPartitions, InvalidTopic, TopicExists, UnknownTopic
+from reference_broker.log.files import replace_file
 from reference_broker.log.partition import PartitionLog, fsync_directory
+from reference_broker.log.producer_ids import PRODUCER_ID_BLOCK_FILE, ProducerIds
 
 TOPICS_FILE = "topics.json"
 MAX_TOPIC_NAME_LENGTH = 249
@@ -67,6 +68,8 @@ class LogStore:
         self._topics: dict[str, _Topic] = {}
         for name in self._metadata:
             self._open_topic(name)
+        seen = max((log.producer_states.max_producer_id for log in self._logs()), default=-1)
+        self.producer_ids = ProducerIds(self.log_dir / PRODUCER_ID_BLOCK_FILE, seen + 1)
 
     def _read_metadata(self) -> dict[str, dict]:
         try:
@@ -103,12 +106,8 @@ class LogStore:
 
     def _write_metadata(self) -> None:
         """Replace ``topics.json`` atomically: temp file, fsync, rename, fsync the directory."""
-        temporary = self.log_dir / f"{TOPICS_FILE}.tmp"
-        with open(temporary, "w") as file:
-            json.dump({"version": 1, "topics": self._metadata}, file, indent=1, sort_keys=True)
-            file.flush()
-            os.fsync(file.fileno())
-        temporary.replace(self.log_dir / TOPICS_FILE)
+        text = json.dumps({"version": 1, "topics": self._metadata}, indent=1, sort_keys=True)
+        replace_file(self.log_dir / TOPICS_FILE, text, fsync=True)
         fsync_directory(self.log_dir)
 
     def create_topic(
