@@ -163,10 +163,14 @@ class RawFetchWorkload:
             pagecache.evict([self.path])
 
     def run(self) -> Transfer:
+        return self.run_part(0, 1)
+
+    def run_part(self, part: int, parts: int) -> Transfer:
+        """Bytes ``[size * part / parts, size * (part + 1) / parts)`` of the file."""
         assert self._drain is not None, "setup() not called"
         sock, kind = self.broker.sock, b"F" if self.mode == "sendfile" else b"C"
-        pieces = [(at, min(FETCH_BYTES, self.size - at)) for at in range(0, self.size,
-                                                                         FETCH_BYTES)]
+        first, last = self.size * part // parts, self.size * (part + 1) // parts
+        pieces = [(at, min(FETCH_BYTES, last - at)) for at in range(first, last, FETCH_BYTES)]
         started = time.perf_counter()
         for index, (at, length) in enumerate(pieces):
             if index == 0:
@@ -174,7 +178,7 @@ class RawFetchWorkload:
             if index + 1 < len(pieces):  # one request ahead, as the consumer pipelines
                 sock.sendall(_REQUEST.pack(kind, *pieces[index + 1]))
             self._drain.discard(sock, length)
-        return Transfer(self.size, 0, 0, len(pieces), time.perf_counter() - started)
+        return Transfer(last - first, 0, 0, len(pieces), time.perf_counter() - started)
 
     def close(self) -> None:
         if self._drain is not None:
@@ -211,9 +215,13 @@ class RawAppendWorkload:
         """Nothing: appends go to the page cache whatever its state."""
 
     def run(self) -> Transfer:
+        return self.run_part(0, 1)
+
+    def run_part(self, part: int, parts: int) -> Transfer:
+        """Append ``size / parts`` bytes."""
         sock, pending, ack = self.broker.sock, deque[int](), bytearray(1)
         frame = _REQUEST.pack(b"P", len(self._payload), 0) + self._payload
-        requests = -(-self.size // len(self._payload))
+        requests = -(-(self.size // parts) // len(self._payload))
         started = time.perf_counter()
         for index in range(requests):
             sock.sendall(frame)

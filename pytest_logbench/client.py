@@ -199,6 +199,7 @@ class Transfer:
     batches: int
     requests: int
     seconds: float
+    next_offset: int = -1  # where a one-partition read stopped (consume), -1 otherwise
 
     @property
     def mb_per_s(self) -> float:
@@ -304,4 +305,4 @@ class Consumer:
         seconds = time.perf_counter() - started
         return Transfer(sum(p.bytes for p in progress), sum(p.records for p in progress),
                         sum(p.batches for p in progress), stream.requests - requests_before,
-                        seconds)
+                        seconds, progress[0].position if len(progress) == 1 else -1)

@@ -172,6 +172,10 @@ class Budget:
         return max(1, math.ceil(self.max_rounds / max(1, rounds)))
 
 
+# A round beside its control runs in this many alternating parts (when both workloads can).
+CONTROL_PARTS = 4
+
+
 class _Session:
     """The open workloads of one ``measure`` / ``measure.compare`` call, able to record more
     rounds later: the assertions and the gate extend a measurement while it is undecided."""
@@ -221,31 +225,58 @@ class _Session:
         return self.record(self.rounds)
 
     def _round(self, i: int, workload: Workload, number: int, control_first: bool) -> None:
-        control, control_probe = self.controls[i], self.control_probes[i]
+        control = self.controls[i]
         workload.prepare()
         if control is not None:
             control.prepare()
         if self.residency:
             self.samples[i].append(_sample(workload.broker, self.started, number, "prepared"))
-        timed = None
-        if control is not None and control_first:
-            timed = _timed(control, control_probe)
-        transfer, seconds, reading = _timed(workload, self.probes[i])
-        if control is not None and not control_first:
-            timed = _timed(control, control_probe)
-        extra: dict[str, Any] = {}
-        if timed is not None:
-            extra = {"control_bytes": timed[0].bytes, "control_seconds": timed[1],
-                     "control_cpu_seconds": timed[2].cpu_seconds}
+        if control is None:
+            transfer, seconds, reading = _timed(workload, self.probes[i])
+            extra: dict[str, Any] = {}
+        else:
+            transfer, seconds, reading, extra = self._beside_control(
+                i, workload, control, control_first)
         self.recorded[i].append(Round(transfer.bytes, transfer.records, seconds,
                                       reading.cpu_user, reading.cpu_system,
                                       reading.cpu_seconds, reading.syscalls, **extra))
         if self.residency:
             self.samples[i].append(_sample(workload.broker, self.started, number, "ran"))
 
+    def _beside_control(self, i: int, workload: Workload, control: Workload,
+                        control_first: bool) -> tuple[Transfer, float, _Reading, dict[str, Any]]:
+        """Run a round and its control in ``CONTROL_PARTS`` alternating parts (B C C B B C C B
+        ...), so that a burst of load on the machine lands on both alike; each process's CPU
+        is read over the whole round (it idles while the other works)."""
+        from pytest_logbench.client import Transfer
 
-def _timed(workload: Workload, probe: _BrokerProbe | None) -> tuple[Transfer, float, _Reading]:
-    assert probe is not None
+        probe, control_probe = self.probes[i], self.control_probes[i]
+        assert control_probe is not None
+        parts = CONTROL_PARTS if _has_parts(workload) and _has_parts(control) else 1
+        moved = {id(workload): [0, 0, 0.0], id(control): [0, 0, 0.0]}  # bytes, records, seconds
+        with probe.window() as reading, control_probe.window() as control_reading:
+            for part in range(parts):
+                pair = (control, workload) if (part % 2 == 1) != control_first else (
+                    workload, control)
+                for each in pair:
+                    t0 = time.perf_counter()
+                    done = each.run_part(part, parts) if parts > 1 else each.run()
+                    tally = moved[id(each)]
+                    tally[0] += done.bytes
+                    tally[1] += done.records
+                    tally[2] += time.perf_counter() - t0
+        ours, theirs = moved[id(workload)], moved[id(control)]
+        transfer = Transfer(int(ours[0]), int(ours[1]), 0, 0, ours[2])
+        extra = {"control_bytes": int(theirs[0]), "control_seconds": theirs[2],
+                 "control_cpu_seconds": control_reading.cpu_seconds}
+        return transfer, ours[2], reading, extra
+
+
+def _has_parts(workload: Workload) -> bool:
+    return callable(getattr(workload, "run_part", None))
+
+
+def _timed(workload: Workload, probe: _BrokerProbe) -> tuple[Transfer, float, _Reading]:
     with probe.window() as reading:
         t0 = time.perf_counter()
         transfer = workload.run()

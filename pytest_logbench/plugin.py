@@ -23,12 +23,13 @@ import pytest
 from pytest_logbench import hookspecs
 from pytest_logbench.brokers import BrokerOptions, ExternalBroker, LocalOnly, ReferenceBroker
 from pytest_logbench.client import Consumer, Producer
-from pytest_logbench.measure import Budget, Meter
+from pytest_logbench.measure import Budget, Meter, Verdict
 from pytest_logbench.report import Baselines, SessionReport, parse_threshold, plots_unavailable
 from pytest_logbench.workloads import client_options
 
 REPORT_KEY = pytest.StashKey[SessionReport]()
 BUDGET_KEY = pytest.StashKey[Budget]()
+SAVED_ROUNDS = 15
 
 MARKERS = {
     "slow": "slow: takes more than a few seconds; still run in CI",
@@ -308,11 +309,28 @@ def measure(request: pytest.FixtureRequest) -> Iterator[Meter]:
         config.hook.pytest_logbench_result(result=result, nodeid=nodeid)
 
     meter = Meter(nodeid=nodeid, sink=sink, budget=config.stash[BUDGET_KEY],
-                  decide=report.decide if report.thresholds and report.baseline else None)
+                  decide=_decider(report, config.stash[BUDGET_KEY]))
     try:
         yield meter
     finally:
         meter.close()
+
+
+def _decider(report: SessionReport, budget: Budget) -> Callable[[Any], Verdict] | None:
+    """When a measurement has enough rounds: a gate against a baseline adds rounds while its
+    verdict is undecided; a run that saves a baseline records ``SAVED_ROUNDS`` rounds (within
+    the budget), since every later gate is only as sharp as the baseline it compares with."""
+    gate = report.decide if report.thresholds and report.baseline else None
+    least = min(SAVED_ROUNDS, budget.max_rounds) if report.save else 0
+    if gate is None and not least:
+        return None
+
+    def decide(result: Any) -> Verdict:
+        if len(result.rounds) < least:
+            return "undecided"
+        return gate(result) if gate is not None else "ok"
+
+    return decide
 
 
 @pytest.hookimpl(wrapper=True)

@@ -37,7 +37,7 @@ import re
 import struct
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -206,34 +206,51 @@ class Change:
     note: str = ""
     basis: str = ""
     strict: RatioBounds | None = None
+    control: Change | None = None
 
     @property
     def regressed(self) -> bool:
-        """Worse than the threshold by the bound most favourable to the current run, and in
-        the best round too. Contention only ever slows rounds down, so the best round is the
-        least contaminated view of the code: a neighbour's load between the baseline run and
-        this one shifts typical rounds, rarely the best one; a real regression moves both."""
+        """Worse than the threshold by the bound most favourable to the current run, in the
+        best round too, and (where a control was measured) relative to the machine's ceiling
+        as well. Contention only ever slows rounds down, so the best round is the least
+        contaminated view of the code; and a machine slower because it is busy slows the
+        control too, while a broker that regressed does not."""
         if self.strict is None or self.threshold is None or self.best is None:
             return False
+        if self.control is not None and not self.control.regressed:
+            return False
         limit = self.threshold.fraction
+        if self.basis == "relative":  # the best round of a ratio is as often a slow control
+            return self._beyond(self.strict, limit)
+        best = RatioBounds(self.best, self.best, self.best, 1.0)
+        return self._beyond(self.strict, limit) and self._beyond(best, limit)
+
+    def _beyond(self, bounds: RatioBounds, limit: float) -> bool:
         if METRICS[self.basis].higher_is_better:
-            return self.strict.upper < 1 - limit and self.best < 1 - limit
-        return self.strict.lower > 1 + limit and self.best > 1 + limit
+            return bounds.upper < 1 - limit
+        return bounds.lower > 1 + limit
 
     @property
     def verdict(self) -> Verdict:
         """``regressed``; ``ok`` once the bound least favourable to the current run is within
-        the threshold; else ``undecided`` (more rounds would tell)."""
+        the threshold (absolute or relative to the control); else ``undecided``."""
         if self.regressed:
             return "regressed"
+        if self.threshold is None or self.baseline is None:
+            return "ok"
+        if self._within() or (self.control is not None and self.control._within()):
+            return "ok"
+        return "undecided"
+
+    def _within(self) -> bool:
         if self.bounds is None or self.threshold is None:
-            return "ok" if self.threshold is None or self.baseline is None else "undecided"
+            return False
         limit = self.threshold.fraction
         if METRICS[self.basis].higher_is_better:
-            return "ok" if self.bounds.lower >= 1 - limit else "undecided"
-        return "ok" if self.bounds.upper <= 1 + limit else "undecided"
+            return self.bounds.lower >= 1 - limit
+        return self.bounds.upper <= 1 + limit
 
-    def describe(self) -> str:
+    def describe(self, *, verdict: bool = True) -> str:
         if self.bounds is None or self.best is None:
             return self.note
         b = self.bounds
@@ -241,7 +258,9 @@ class Change:
                 f"{b.upper - 1:+.0%}; best round {self.best - 1:+.0%})")
         if self.basis != self.metric:
             text += f" of {self.basis}"
-        if self.regressed:
+        if self.control is not None:
+            text += f"; vs control {self.control.describe(verdict=False)}"
+        if verdict and self.regressed:
             text += f" REGRESSION beyond {self.threshold}"
         return text
 
@@ -262,52 +281,54 @@ class Change:
                         best_round_change=None if self.best is None else self.best - 1)
         if self.strict is not None:
             data["strict_confidence"] = self.strict.confidence
+        if self.control is not None:
+            data["control"] = self.control.to_dict()
         return data
-
-
-def _basis(metric: str, current: Result, old: Result | None) -> str:
-    """Throughput is judged relative to the control where both runs measured one."""
-    if (metric == "throughput" and current.values("relative") and old is not None
-            and old.values("relative")):
-        return "relative"
-    return metric
 
 
 def compare(results: Iterable[Result], baseline: dict[str, Result],
             thresholds: Sequence[Threshold], confidence: float = GATE_CONFIDENCE,
             ) -> list[Change]:
-    """Changes of every result for throughput and every thresholded metric."""
+    """Changes of every result for throughput and every thresholded metric. Where both runs
+    measured a control, throughput's change carries the change relative to it (``control``)."""
     limits = {t.metric: t for t in thresholds}
     metrics = ["throughput", *(m for m in limits if m != "throughput")]
     changes = []
     for result in results:
         old = baseline.get(result.key)
         for metric in metrics:
-            basis = _basis(metric, result, old)
-            current = result.values(basis)
-            if not current:
+            change = _change(result, old, metric, metric, limits.get(metric), confidence)
+            if change is None:
                 continue
-            previous = old.values(basis) if old is not None else []
-            if not previous:
-                note = "no baseline" if old is None else f"baseline has no {basis}"
-                changes.append(Change(result.key, metric, result, old, None,
-                                      limits.get(metric), note=note, basis=basis))
-                continue
-            try:
-                bounds = ratio_bounds(current, previous, confidence)
-            except InsufficientRounds as exc:
-                changes.append(Change(result.key, metric, result, old, None,
-                                      limits.get(metric), note=f"undecided: {exc}",
-                                      basis=basis))
-                continue
-            strict = None
-            with contextlib.suppress(InsufficientRounds):
-                strict = ratio_bounds(current, previous, per_look(confidence, result.looks))
-            pick = max if METRICS[basis].higher_is_better else min
-            changes.append(Change(result.key, metric, result, old, bounds, limits.get(metric),
-                                  best=pick(current) / pick(previous), basis=basis,
-                                  strict=strict))
+            if (metric == "throughput" and result.values("relative") and old is not None
+                    and old.values("relative")):
+                control = _change(result, old, metric, "relative", limits.get(metric),
+                                  confidence)
+                change = replace(change, control=control)
+            changes.append(change)
     return changes
+
+
+def _change(result: Result, old: Result | None, metric: str, basis: str,
+            threshold: Threshold | None, confidence: float) -> Change | None:
+    current = result.values(basis)
+    if not current:
+        return None
+    previous = old.values(basis) if old is not None else []
+    if not previous:
+        note = "no baseline" if old is None else f"baseline has no {basis}"
+        return Change(result.key, metric, result, old, None, threshold, note=note, basis=basis)
+    try:
+        bounds = ratio_bounds(current, previous, confidence)
+    except InsufficientRounds as exc:
+        return Change(result.key, metric, result, old, None, threshold,
+                      note=f"undecided: {exc}", basis=basis)
+    strict = None
+    with contextlib.suppress(InsufficientRounds):
+        strict = ratio_bounds(current, previous, per_look(confidence, result.looks))
+    pick = max if METRICS[basis].higher_is_better else min
+    return Change(result.key, metric, result, old, bounds, threshold,
+                  best=pick(current) / pick(previous), basis=basis, strict=strict)
 
 
 def comparable_machines(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

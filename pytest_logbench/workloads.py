@@ -94,8 +94,13 @@ class ProduceWorkload:
         return RawAppendWorkload(None, self.size, near=log_dir.parent)
 
     def run(self) -> Transfer:
+        return self.run_part(0, 1)
+
+    def run_part(self, part: int, parts: int) -> Transfer:
+        """Append ``size / parts`` bytes (a round beside its control runs in parts)."""
         assert self._producer is not None, "setup() not called"
-        return self._producer.produce(self.topic, self.size, record_bytes=self.record_bytes,
+        return self._producer.produce(self.topic, self.size // parts,
+                                      record_bytes=self.record_bytes,
                                       batch_bytes=self.batch_bytes, acks=self.acks)
 
     def close(self) -> None:
@@ -140,7 +145,7 @@ class FetchWorkload:
         self.cache, self.consumers, self.max_bytes = cache, consumers, max_bytes
         self.receive = receive
         self.name = f"fetch-{cache}" if consumers == 1 else f"fleet{consumers}-{cache}"
-        self._end = 0
+        self._end = self._part_position = 0
         self._consumer: Consumer | None = None
         self._members: MemberGroup | None = None
 
@@ -202,6 +207,17 @@ class FetchWorkload:
         return Transfer(sum(t.bytes for t in transfers), sum(t.records for t in transfers),
                         sum(t.batches for t in transfers), sum(t.requests for t in transfers),
                         seconds)
+
+    def run_part(self, part: int, parts: int) -> Transfer:
+        """One of ``parts`` consecutive stretches of a round (a round beside its control is
+        run in alternating parts); each part continues exactly where the previous one ended."""
+        assert self._consumer is not None, "parts need a single consumer"
+        start = 0 if part == 0 else self._part_position
+        until = self._end if part == parts - 1 else self._end * (part + 1) // parts
+        done = self._consumer.consume(self.topic, offset=start, until_offset=until,
+                                      max_bytes=self.max_bytes)
+        self._part_position = done.next_offset
+        return done
 
     def control(self) -> Workload | None:
         """The machine's fetch ceiling for this workload: the same number of bytes served by
