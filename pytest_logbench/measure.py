@@ -193,6 +193,7 @@ class _Session:
         self.samples: list[list[ResidencySample]] = [[] for _ in workloads]
         self.started = time.perf_counter()
         self.looks = meter.budget.looks(rounds)
+        self.uid = uuid.uuid4().hex[:12]
         self.results: list[Result] = []
 
     def record(self, rounds: int) -> list[Result]:
@@ -214,7 +215,7 @@ class _Session:
         return self.results
 
     def _uid(self, index: int) -> str:
-        return f"{id(self):x}-{index}"
+        return f"{self.uid}-{index}"
 
     def extend(self) -> list[Result] | None:
         """Record one more batch of rounds; None once the budget is spent."""
