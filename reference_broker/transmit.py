@@ -56,6 +56,9 @@ class Transmitter:
     async def send(self, writer: asyncio.StreamWriter, chunks: Sequence[Chunk]) -> None:
         """Send every chunk in order and wait until the socket buffer accepted them."""
         started, slices = time.perf_counter(), 0
+        if writer.transport.is_closing():
+            # The client left while its fetch was parked: there is no one to answer.
+            raise ConnectionResetError("client disconnected before its response was sent")
         for chunk in chunks:
             if isinstance(chunk, bytes | bytearray | memoryview):
                 writer.write(chunk)
@@ -90,9 +93,18 @@ class ZeroCopyTransmitter(Transmitter):
         # It lseeks the segment's fd afterwards; harmless, because the log appends with O_APPEND
         # and reads with pread: nothing in the broker depends on a segment fd's position.
         loop = asyncio.get_running_loop()
-        sent = await loop.sendfile(
-            writer.transport, piece.file, piece.position, piece.length, fallback=False
-        )
+        try:
+            sent = await loop.sendfile(
+                writer.transport, piece.file, piece.position, piece.length, fallback=False
+            )
+        except asyncio.SendfileNotAvailableError as exc:
+            # With fallback=False, asyncio reports any failed first os.sendfile this way; for a
+            # regular file and a TCP socket on Linux that is the peer gone (EPIPE, ECONNRESET).
+            raise ConnectionResetError(f"client disconnected during sendfile: {exc}") from exc
+        except RuntimeError as exc:  # asyncio's words for a transport closed under it
+            if writer.transport.is_closing():
+                raise ConnectionResetError(f"client disconnected during sendfile: {exc}") from exc
+            raise
         if sent != piece.length:
             raise ConnectionError(f"sendfile sent {sent} of {piece.length} bytes")
 
