@@ -38,10 +38,17 @@ def test_ruff_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def _readme_python_files() -> dict[str, str]:
-    """The README's runnable examples: python blocks whose first line names their file."""
-    blocks = re.findall(r"```python\n# (\S+\.py)\n(.*?)```", (ROOT / "README.md").read_text(),
-                        re.DOTALL)
+    """The runnable examples of the README and docs/: python blocks whose first line names
+    their file."""
+    blocks = []
+    for doc in DOCS:
+        blocks += re.findall(r"```python\n# (\S+\.py)\n(.*?)```", doc.read_text(), re.DOTALL)
+    names = [name for name, _ in blocks]
+    assert len(names) == len(set(names)), f"two examples share a file name: {sorted(names)}"
     return dict(blocks)
 
 
@@ -64,9 +71,13 @@ def test_readme_example_runs(pytester, name):
     assert result.ret == 0 and outcomes.get("passed", 0) >= 1, outcomes
 
 
-def test_readme_documents_every_metric():
+def test_the_docs_document_every_metric():
     from reference_broker.metrics import METRIC_HELP
 
-    readme = (ROOT / "README.md").read_text()
+    docs = "\n".join(doc.read_text() for doc in DOCS)
     for name in METRIC_HELP:
-        assert f"`{name}" in readme, name
+        assert f"`{name}" in docs, name
+
+
+def test_readme_is_short():
+    assert len((ROOT / "README.md").read_text().splitlines()) < 250
