@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from pytest_logbench.client import Connection, HarnessClient, KafkaError
-from reference_broker.protocol import ApiKey, encode_request
+from reference_broker.protocol import ApiKey
 from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import build_batch, iter_batches
 

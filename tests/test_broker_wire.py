@@ -12,6 +12,7 @@ import struct
 import urllib.request
 from pathlib import Path
 
+import crc32c
 import pytest
 
 from pytest_logbench.client import Connection, HarnessClient, KafkaError
@@ -310,3 +311,35 @@ def test_a_topic_colliding_in_metric_names_gets_invalid_topic(broker, api):
         assert code == ErrorCode.INVALID_TOPIC_EXCEPTION
         assert client.produce("a_b", 0, build_batch(RECORDS)) == 0  # the same connection
     assert broker.metric("logbench_request_errors_total", cause="handler_error") == 0
+
+
+def test_a_batch_with_a_valid_crc_but_garbage_records_is_refused(broker):
+    """Such a poison batch used to be stored: confluent-kafka consumers then stalled at its
+    offset and never saw the good record after it. Kafka parses every record of a produced
+    batch and answers INVALID_RECORD; nothing is appended."""
+    from confluent_kafka import Consumer
+
+    good = build_batch([(b"k", b"good", [])])
+    poison = bytearray(build_batch([(b"k", b"v" * 50, [])] * 3))
+    poison[61:] = bytes(len(poison) - 61)  # records zeroed, then the CRC made right again
+    struct.pack_into(">I", poison, 17, crc32c.crc32c(bytes(poison[21:])))
+    with HarnessClient(broker.bootstrap) as client:
+        client.create_topic("poisoned")
+        with pytest.raises(KafkaError) as failure:
+            client.produce("poisoned", 0, bytes(poison))
+        assert failure.value.code == ErrorCode.INVALID_RECORD
+        assert client.list_offset("poisoned", 0, -1)[0] == 0
+        client.produce("poisoned", 0, good)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "poison",
+                         "auto.offset.reset": "earliest"})
+    try:
+        consumer.subscribe(["poisoned"])
+        message = None
+        for _ in range(60):
+            message = consumer.poll(1)
+            if message is not None and message.error() is None:
+                break
+        assert message is not None and message.value() == b"good"
+    finally:
+        consumer.close()
+    assert broker.metric("logbench_produce_rejected_batches_total", error="INVALID_RECORD") == 1
