@@ -491,7 +491,7 @@ def _decompress(codec: Compression, data: memoryview, pos: int = 0) -> memoryvie
     try:
         if codec is Compression.SNAPPY:
             return _unsnappy(data)
-        size = min(MAX_UNCOMPRESSED_BATCH_BYTES, max(64 * 1024, 16 * len(data)))
+        size = min(MAX_UNCOMPRESSED_BATCH_BYTES, max(1 << 20, 16 * len(data)))
         decompress_into = getattr(cramjam, codec.name.lower()).decompress_into
         while True:
             out = bytearray(size)
