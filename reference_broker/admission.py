@@ -50,13 +50,16 @@ class ConnectionQuotas:
 
 
 class RequestMemory:
-    """A byte budget for request buffers, handed out whole and first come, first served.
+    """A byte budget for request buffers, handed out whole.
 
     A request reserves its full frame size before its body is read, so memory is committed
     only within the budget; a reservation that does not fit waits (and with it, the reading
-    of its connection) until earlier requests are done. Reservations larger than the budget
-    are never made: the server refuses frames above ``max.request.bytes``, which is at most
-    the budget.
+    of its connection) until others are done. Waiters are served in arrival order among those
+    that fit: a small request does not queue behind a large one that cannot fit yet (Kafka's
+    pool likewise serves whichever muted connection's request fits), so a client that claims
+    large frames and stalls holds at most the budget, never the whole broker. Reservations
+    larger than the budget are never made: the server refuses frames above
+    ``max.request.bytes``, which is at most the budget.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -74,7 +77,7 @@ class RequestMemory:
         """Hold ``size`` bytes of the budget for the duration of the block."""
         if size > self.capacity:
             raise ValueError(f"a {size}-byte reservation can never fit in {self.capacity}")
-        if self._waiting or self.in_use + size > self.capacity:
+        if self.in_use + size > self.capacity:
             turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiting.append((size, turn))
             try:
@@ -84,7 +87,6 @@ class RequestMemory:
                     self._release(size)  # granted just as we were cancelled
                 else:
                     self._waiting.remove((size, turn))
-                    self._grant()  # a smaller request behind us may fit now
                 raise
         else:
             self.in_use += size
@@ -98,9 +100,9 @@ class RequestMemory:
         self._grant()
 
     def _grant(self) -> None:
-        """Wake waiters in arrival order while the first of them fits (FIFO: a large frame
-        is not starved by a stream of small ones)."""
-        while self._waiting and self.in_use + self._waiting[0][0] <= self.capacity:
-            size, turn = self._waiting.popleft()
-            self.in_use += size
-            turn.set_result(None)
+        """Wake, in arrival order, every waiter that fits in what is free now."""
+        for size, turn in list(self._waiting):
+            if self.in_use + size <= self.capacity:
+                self._waiting.remove((size, turn))
+                self.in_use += size
+                turn.set_result(None)

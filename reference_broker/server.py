@@ -294,18 +294,15 @@ class Broker:
             return await self._handle(frame, writer, host, client)
 
     async def _read_body(self, reader: asyncio.StreamReader, size: int) -> bytearray | None:
-        """The frame's ``size`` bytes read into one buffer (None if the client left first);
-        reading in pieces keeps the stream's own buffer small instead of growing to ``size``."""
-        frame = bytearray(size)
-        view = memoryview(frame)
-        filled = 0
-        while filled < size:
-            piece = await self._from_client(reader.read(size - filled))
+        """The frame's ``size`` bytes (None if the client left first). The buffer grows with
+        the bytes that arrive, not with the size claimed: a client that claims 100 MB and
+        sends 10 bytes holds request memory budget, not memory."""
+        frame = bytearray()
+        while len(frame) < size:
+            piece = await self._from_client(reader.read(size - len(frame)))
             if not piece:
                 return None
-            view[filled : filled + len(piece)] = piece
-            filled += len(piece)
-        view.release()
+            frame += piece
         return frame
 
     async def _handle(

@@ -48,8 +48,9 @@ def test_auto_creation_is_capped_per_request(broker_factory):
     """A Metadata request naming 2,000 new topics froze the broker for 20 s. Now one request
     creates at most --max-created-partitions-per-request partitions; the other topics get the
     retriable LEADER_NOT_AVAILABLE, and the client's retry creates the next share."""
-    broker = broker_factory(num_partitions=2,
-                            extra_args=("--max-created-partitions-per-request", "10"))
+    broker = broker_factory(
+        num_partitions=2, extra_args=("--max-created-partitions-per-request", "10")
+    )
     names = [f"auto-{i}" for i in range(12)]
     with HarnessClient(broker.bootstrap) as client:
         first = _metadata(client, names)
@@ -76,11 +77,17 @@ def test_create_topics_over_the_per_request_cap_is_a_policy_violation(broker_fac
 def _fetch(client: Connection, partitions: list[tuple[str, int]], max_bytes: int) -> dict:
     topics: dict[str, list[dict]] = {}
     for topic, index in partitions:
-        topics.setdefault(topic, []).append({
-            "partition": index, "fetch_offset": 0, "partition_max_bytes": 2**31 - 1})
-    body = {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 0, "max_bytes": max_bytes,
-            "isolation_level": 0, "topics": [{"topic": t, "partitions": p}
-                                             for t, p in topics.items()]}
+        topics.setdefault(topic, []).append(
+            {"partition": index, "fetch_offset": 0, "partition_max_bytes": 2**31 - 1}
+        )
+    body = {
+        "replica_id": -1,
+        "max_wait_ms": 0,
+        "min_bytes": 0,
+        "max_bytes": max_bytes,
+        "isolation_level": 0,
+        "topics": [{"topic": t, "partitions": p} for t, p in topics.items()],
+    }
     return client.request(ApiKey.FETCH, FETCH_VERSION, body)
 
 
@@ -118,8 +125,9 @@ def test_fetch_responses_are_capped_at_fetch_max_bytes_with_whole_first_batch(br
         big = _records_bytes(_fetch(client, [("big", 0), ("capped", 0)], 2**31 - 1))
         assert big[0] > 50_000 and big[1] == 0
         request_cap = _fetch(client, [("capped", 0)], len(small) + 10)
-        [(_, records)] = [(p, p["records"]) for t in request_cap["responses"]
-                          for p in t["partitions"]]
+        [(_, records)] = [
+            (p, p["records"]) for t in request_cap["responses"] for p in t["partitions"]
+        ]
         assert len(list(iter_batches(records))) == 1
 
 
@@ -177,15 +185,18 @@ def test_stalled_large_frames_do_not_grow_memory_beyond_the_cap(broker_factory):
     reserves its size from queued.max.request.bytes before its body is read; frames that do
     not fit wait with their sockets unread."""
     cap = 48 << 20
-    broker = broker_factory(extra_args=("--max-request-bytes", str(FRAME),
-                                        "--queued-max-request-bytes", str(cap)))
+    broker = broker_factory(
+        extra_args=("--max-request-bytes", str(FRAME), "--queued-max-request-bytes", str(cap))
+    )
     process = psutil.Process(broker.pid)
     before = process.memory_info().rss
     margin = 24 << 20  # interpreter, asyncio buffers of the 7 waiting sockets, allocator slack
     sockets = [_raw(broker) for _ in range(STALLED)]
     sent: list[list[int]] = [[] for _ in sockets]
-    senders = [threading.Thread(target=_stall, args=(s, n), daemon=True)
-               for s, n in zip(sockets, sent, strict=True)]
+    senders = [
+        threading.Thread(target=_stall, args=(s, n), daemon=True)
+        for s, n in zip(sockets, sent, strict=True)
+    ]
     for sender in senders:
         sender.start()
     try:
@@ -220,8 +231,11 @@ def test_metrics_stay_on_loopback_when_the_broker_listens_elsewhere(broker_facto
     assert broker.host == "127.0.0.2"
     metrics = urlsplit(broker.metrics_url)
     assert metrics.hostname == "127.0.0.1"
-    listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(broker.pid).net_connections()
-                 if c.status == psutil.CONN_LISTEN}
+    listening = {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process(broker.pid).net_connections()
+        if c.status == psutil.CONN_LISTEN
+    }
     assert listening == {("127.0.0.2", broker.port), ("127.0.0.1", metrics.port)}
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.2:{metrics.port}/metrics", timeout=10)
@@ -233,3 +247,22 @@ def test_metrics_host_moves_only_the_metrics_endpoint(broker_factory):
     assert broker.host == "127.0.0.1"
     assert urlsplit(broker.metrics_url).hostname == "127.0.0.3"
     assert broker.metric("logbench_connections") == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (
+            ["--queued-max-request-bytes", "1000", "--max-request-bytes", "2000"],
+            "could never be read",
+        ),
+        (["--fetch-max-bytes", str(2**31 - 1)], "--fetch-max-bytes must be in"),
+        (["--max-connections", "0"], "--max-connections must be at least 1"),
+    ],
+)
+def test_incoherent_limits_are_refused_at_start(tmp_path, flags, problem):
+    from reference_broker.__main__ import _broker_parser, config_from_args
+
+    args = _broker_parser().parse_args(["--log-dir", str(tmp_path), *flags])
+    with pytest.raises(SystemExit, match=problem):
+        config_from_args(args)

@@ -1,5 +1,6 @@
 """RecordBatch v2: header view, produce-time validation, and the codec against kafka-python."""
 
+import re
 import struct
 
 import cramjam
@@ -42,8 +43,9 @@ def rewrite(batch: bytes, fmt: str, position: int, value: int, *, fix_crc: bool 
     return bytes(buf)
 
 
-def recompressed(batch: bytes, codec: Compression, *, snappy: str = "raw",
-                 section: bytes | None = None) -> bytes:
+def recompressed(
+    batch: bytes, codec: Compression, *, snappy: str = "raw", section: bytes | None = None
+) -> bytes:
     """``batch`` with its records section (or ``section``) compressed by cramjam with
     ``codec``, as other producers compress (snappy: raw as librdkafka, or xerial-framed as the
     Java client), with length and CRC fixed."""
@@ -51,8 +53,12 @@ def recompressed(batch: bytes, codec: Compression, *, snappy: str = "raw",
     if codec is Compression.SNAPPY:
         packed = bytes(cramjam.snappy.compress_raw(records))
         if snappy == "xerial":
-            packed = (b"\x82SNAPPY\x00" + struct.pack(">ii", 1, 1)
-                      + struct.pack(">i", len(packed)) + packed)
+            packed = (
+                b"\x82SNAPPY\x00"
+                + struct.pack(">ii", 1, 1)
+                + struct.pack(">i", len(packed))
+                + packed
+            )
     else:
         packed = bytes(getattr(cramjam, codec.name.lower()).compress(records))
     buf = bytearray(batch[:HEADER_SIZE] + packed)
@@ -374,25 +380,38 @@ def _records_with(first: bytes) -> bytes:
         (TWO_RECORDS + b"\x00", None, "1 bytes after the last"),
         (TWO_RECORDS, 1, "bytes after the last of 1 records"),  # count below what is there
         (_records_with(bytes([0, 0, 2]) + TWO_RECORDS[4:FIRST_LENGTH]), None, "offset delta 1"),
-        (_records_with(TWO_RECORDS[1:4] + b"\x7e" + TWO_RECORDS[5:FIRST_LENGTH]), None,
-         "off its length|cut off"),  # key length past the record
+        (
+            _records_with(TWO_RECORDS[1:4] + b"\x7e" + TWO_RECORDS[5:FIRST_LENGTH]),
+            None,
+            "off its length|cut off",
+        ),  # key length past the record
         (bytes([3]) + TWO_RECORDS[1:], None, "length -2"),
         (_records_with(b"\x00\x00\x00\x01\x02v\x01"), None, "negative header count"),
         (b"\xff" * 12, None, "varint longer than 5 bytes"),
     ],
-    ids=["garbage", "missing-record", "trailing-byte", "count-too-small", "delta-out-of-order",
-         "key-past-record", "negative-length", "negative-header-count", "overlong-varint"],
+    ids=[
+        "garbage",
+        "missing-record",
+        "trailing-byte",
+        "count-too-small",
+        "delta-out-of-order",
+        "key-past-record",
+        "negative-length",
+        "negative-header-count",
+        "overlong-varint",
+    ],
 )
 def test_validate_refuses_batches_whose_records_do_not_parse(section, count, problem) -> None:
     """A batch with a right header and CRC but broken records was stored; consumers then
     stalled at its offset. Kafka's broker parses every record of a produced batch."""
     error = invalid(with_records(TWO, section, count))
     assert error.error_code is ErrorCode.INVALID_RECORD, error
-    assert __import__("re").search(problem, str(error)), str(error)
+    assert re.search(problem, str(error)), str(error)
 
 
-@pytest.mark.parametrize("codec", [Compression.GZIP, Compression.SNAPPY, Compression.LZ4,
-                                   Compression.ZSTD])
+@pytest.mark.parametrize(
+    "codec", [Compression.GZIP, Compression.SNAPPY, Compression.LZ4, Compression.ZSTD]
+)
 def test_validate_inflates_compressed_batches_and_checks_their_records(codec) -> None:
     good = recompressed(TWO, codec)
     assert [h.record_count for h in validate_batches(memoryview(good), MAX)] == [2]
@@ -416,9 +435,15 @@ def test_validate_stops_a_decompression_bomb_at_the_bound() -> None:
 HEADERS = st.lists(st.tuples(st.text(max_size=5), st.none() | st.binary(max_size=5)), max_size=3)
 
 
-@given(st.lists(st.tuples(st.none() | st.binary(max_size=300),
-                          st.none() | st.binary(max_size=9000), HEADERS),
-                min_size=1, max_size=70))
+@given(
+    st.lists(
+        st.tuples(
+            st.none() | st.binary(max_size=300), st.none() | st.binary(max_size=9000), HEADERS
+        ),
+        min_size=1,
+        max_size=70,
+    )
+)
 @settings(max_examples=50, deadline=None)
 def test_validate_accepts_every_well_formed_batch(records) -> None:
     """Every batch our encoder writes (as any client's would be) passes: the validator's
