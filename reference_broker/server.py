@@ -49,6 +49,7 @@ from reference_broker.transmit import make_transmitter
 log = logging.getLogger("reference_broker")
 
 OFFSETS_TOPIC = "__consumer_offsets"
+RESPONSE_LIMIT = 1 << 30
 T = TypeVar("T")
 
 
@@ -86,6 +87,31 @@ class BrokerConfig:
     group_max_session_timeout_ms: int = 1_800_000
     group_initial_rebalance_delay_ms: int = 0
     fetch_slowdown: float = 1.0  # > 1 stretches every fetch send: an injected regression
+
+    def __post_init__(self) -> None:
+        """Refuse incoherent limits (ValueError naming the flag) rather than misbehave later."""
+        at_least_one = {
+            "--max-request-bytes": self.max_request_bytes,
+            "--connections-max-idle-ms": self.connections_max_idle_ms,
+            "--max-connections": self.max_connections,
+            "--max-connections-per-ip": self.max_connections_per_ip,
+            "--max-created-partitions-per-request": self.max_created_partitions_per_request,
+        }
+        for flag, value in at_least_one.items():
+            if value is not None and value < 1:
+                raise ValueError(f"{flag} must be at least 1, not {value}")
+        # A response holds at most fetch.max.bytes plus one batch (itself within one request),
+        # so keeping both at or below 1 GiB keeps every response within its int32 size field.
+        if not 1024 <= self.fetch_max_bytes <= RESPONSE_LIMIT:
+            raise ValueError(f"--fetch-max-bytes must be in [1024, {RESPONSE_LIMIT}]")
+        if self.max_request_bytes > RESPONSE_LIMIT:
+            raise ValueError(f"--max-request-bytes must be at most {RESPONSE_LIMIT}")
+        if self.queued_max_request_bytes < self.max_request_bytes:
+            raise ValueError("--queued-max-request-bytes must be at least --max-request-bytes, "
+                             "or the largest frame could never be read")
+        if self.num_partitions > self.max_created_partitions_per_request:
+            raise ValueError("--num-partitions must be at most "
+                             "--max-created-partitions-per-request, or no topic is auto-created")
 
     @property
     def transmit_mode(self) -> str:

@@ -258,6 +258,10 @@ def test_metrics_host_moves_only_the_metrics_endpoint(broker_factory):
         ),
         (["--fetch-max-bytes", str(2**31 - 1)], "--fetch-max-bytes must be in"),
         (["--max-connections", "0"], "--max-connections must be at least 1"),
+        (
+            ["--num-partitions", "11", "--max-created-partitions-per-request", "10"],
+            "no topic is auto-created",
+        ),
     ],
 )
 def test_incoherent_limits_are_refused_at_start(tmp_path, flags, problem):
