@@ -196,15 +196,23 @@ async def handle_create_topics(broker: Broker, request: Request) -> Body:
     cap = broker.config.max_created_partitions_per_request
     if requested > MAX_PARTITIONS_PER_REQUEST:
         # Kafka answers POLICY_VIOLATION; INVALID_PARTITIONS names the problem as well.
-        error, message = ErrorCode.INVALID_PARTITIONS, (
-            f"Excessively large number of partitions per request: {requested} > "
-            f"{MAX_PARTITIONS_PER_REQUEST}")
+        error, message = (
+            ErrorCode.INVALID_PARTITIONS,
+            (
+                f"Excessively large number of partitions per request: {requested} > "
+                f"{MAX_PARTITIONS_PER_REQUEST}"
+            ),
+        )
     elif requested > cap:
         # Partitions are created on the event loop (about 0.2 ms each, more on a busy disk):
         # the cap keeps one request from stalling every other client for seconds.
-        error, message = ErrorCode.POLICY_VIOLATION, (
-            f"{requested} partitions in one request exceed this broker's "
-            f"--max-created-partitions-per-request {cap}; create them in several requests")
+        error, message = (
+            ErrorCode.POLICY_VIOLATION,
+            (
+                f"{requested} partitions in one request exceed this broker's "
+                f"--max-created-partitions-per-request {cap}; create them in several requests"
+            ),
+        )
     else:
         results = []
         for topic in body["topics"]:
@@ -212,9 +220,13 @@ async def handle_create_topics(broker: Broker, request: Request) -> Body:
             results.append({"name": topic["name"], "error_code": error, "error_message": message})
             await asyncio.sleep(0)  # let other connections in between topics
         return {"throttle_time_ms": 0, "topics": results}
-    return {"throttle_time_ms": 0, "topics": [
-        {"name": t["name"], "error_code": error, "error_message": message}
-        for t in body["topics"]]}
+    return {
+        "throttle_time_ms": 0,
+        "topics": [
+            {"name": t["name"], "error_code": error, "error_message": message}
+            for t in body["topics"]
+        ],
+    }
 
 
 def _create_topic(
@@ -302,8 +314,12 @@ async def handle_produce(broker: Broker, request: Request) -> Body | None:
                 error, base, log, message = (ErrorCode.INVALID_REQUIRED_ACKS, -1, None,
                                              f"acks must be -1, 0 or 1, got {acks}")
             elif topic["name"] in INTERNAL_TOPICS:
-                error, base, log, message = (ErrorCode.INVALID_TOPIC_EXCEPTION, -1, None,
-                                             f"Cannot append to internal topic {topic['name']}")
+                error, base, log, message = (
+                    ErrorCode.INVALID_TOPIC_EXCEPTION,
+                    -1,
+                    None,
+                    f"Cannot append to internal topic {topic['name']}",
+                )
             elif topic["name"] in refused:
                 error, base, log, message = refused[topic["name"]], -1, None, None
             else:
@@ -368,8 +384,9 @@ async def handle_fetch(broker: Broker, request: Request) -> Body:
     wanted = _distinct_partitions(body)
     # Kafka caps a response at the smaller of the request's max_bytes (absent before v3) and
     # the broker's fetch.max.bytes, which also keeps it far below the 2 GiB a size field holds.
-    budget = min(body.get("max_bytes", broker.config.fetch_max_bytes),
-                 broker.config.fetch_max_bytes)
+    budget = min(
+        body.get("max_bytes", broker.config.fetch_max_bytes), broker.config.fetch_max_bytes
+    )
     while True:
         reads = list(_read_partitions(broker, wanted, budget))
         total = sum(r.length for r in reads)
@@ -405,10 +422,16 @@ def _read_partitions(
     # larger than the limits, so a consumer can always make progress.
     sent_any = False
     for (topic, index), wanted_partition in wanted.items():
-        response = {"partition_index": index, "error_code": ErrorCode.NONE,
-                    "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
-                    "aborted_transactions": None, "preferred_read_replica": -1,
-                    "records": b""}
+        response = {
+            "partition_index": index,
+            "error_code": ErrorCode.NONE,
+            "high_watermark": -1,
+            "last_stable_offset": -1,
+            "log_start_offset": -1,
+            "aborted_transactions": None,
+            "preferred_read_replica": -1,
+            "records": b"",
+        }
         read = _FetchRead(topic, response)
         found = _partition_or_error(broker, topic, index, create=False)
         if isinstance(found, ErrorCode):

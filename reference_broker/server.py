@@ -107,11 +107,15 @@ class BrokerConfig:
         if self.max_request_bytes > RESPONSE_LIMIT:
             raise ValueError(f"--max-request-bytes must be at most {RESPONSE_LIMIT}")
         if self.queued_max_request_bytes < self.max_request_bytes:
-            raise ValueError("--queued-max-request-bytes must be at least --max-request-bytes, "
-                             "or the largest frame could never be read")
+            raise ValueError(
+                "--queued-max-request-bytes must be at least --max-request-bytes, "
+                "or the largest frame could never be read"
+            )
         if self.num_partitions > self.max_created_partitions_per_request:
-            raise ValueError("--num-partitions must be at most "
-                             "--max-created-partitions-per-request, or no topic is auto-created")
+            raise ValueError(
+                "--num-partitions must be at most "
+                "--max-created-partitions-per-request, or no topic is auto-created"
+            )
 
     @property
     def transmit_mode(self) -> str:
@@ -269,8 +273,11 @@ class Broker:
         except asyncio.CancelledError:
             pass
         except _Idle:
-            log.info("closing connection from %s: idle for connections.max.idle.ms=%d", client,
-                     self.config.connections_max_idle_ms)
+            log.info(
+                "closing connection from %s: idle for connections.max.idle.ms=%d",
+                client,
+                self.config.connections_max_idle_ms,
+            )
             self.metrics.add("logbench_idle_connections_closed_total")
         except (ConnectionError, ssl.SSLError, TimeoutError) as exc:
             log.info("connection from %s ended: %s", client, exc)
@@ -315,8 +322,9 @@ class Broker:
         async with self.request_memory.reserve(size):
             frame = await self._read_body(reader, size)
             if frame is None:
-                return self._refuse(client, "truncated", f"connection ended inside a "
-                                    f"{size}-byte frame")
+                return self._refuse(
+                    client, "truncated", f"connection ended inside a {size}-byte frame"
+                )
             return await self._handle(frame, writer, host, client)
 
     async def _read_body(self, reader: asyncio.StreamReader, size: int) -> bytearray | None:
@@ -349,8 +357,12 @@ class Broker:
             response = await HANDLERS[ApiKey(header.api_key)](
                 self, Request(header, body, host)
             )
-            chunks = None if response is None else encode_response(
-                header.api_key, header.api_version, header.correlation_id, response
+            chunks = (
+                None
+                if response is None
+                else encode_response(
+                    header.api_key, header.api_version, header.correlation_id, response
+                )
             )
         except CloseConnection as exc:
             return self._refuse(client, "closed_by_handler", str(exc))

@@ -124,8 +124,12 @@ class OffsetStore:
                     self.skipped_records += 1
                     first_problem = first_problem or f"record {record.offset}: {exc}"
         if self.skipped_records:
-            log.warning("offsets log %r: skipped %d records that are not commits; first: %s",
-                        self._log, self.skipped_records, first_problem)
+            log.warning(
+                "offsets log %r: skipped %d records that are not commits; first: %s",
+                self._log,
+                self.skipped_records,
+                first_problem,
+            )
 
     def _apply(self, record: Record) -> None:
         if record.key is None or record.value is None:
