@@ -231,11 +231,9 @@ def test_metrics_stay_on_loopback_when_the_broker_listens_elsewhere(broker_facto
     assert broker.host == "127.0.0.2"
     metrics = urlsplit(broker.metrics_url)
     assert metrics.hostname == "127.0.0.1"
-    listening = {
-        (c.laddr.ip, c.laddr.port)
-        for c in psutil.Process(broker.pid).net_connections()
-        if c.status == psutil.CONN_LISTEN
-    }
+    process = psutil.Process(broker.pid)
+    connections = getattr(process, "net_connections", process.connections)()  # psutil < 6
+    listening = {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
     assert listening == {("127.0.0.2", broker.port), ("127.0.0.1", metrics.port)}
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.2:{metrics.port}/metrics", timeout=10)
