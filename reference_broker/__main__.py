@@ -39,6 +39,9 @@ def _broker_parser() -> argparse.ArgumentParser:
     add("--port", type=int, default=9092, help="Kafka port; 0 picks a free one (default 9092)")
     add("--metrics-port", type=int, default=0,
         help="Prometheus/JSON metrics port; 0 picks a free one, -1 disables (default 0)")
+    add("--metrics-host", default="127.0.0.1",
+        help="address of the metrics endpoint (default 127.0.0.1, whatever --host is: the "
+        "broker has no authentication, so exposing it is a separate decision)")
     add("--copy", action="store_true",
         help="ship fetched records by pread+send instead of sendfile (to measure zero-copy)")
     add("--tls-cert", type=Path, help="PEM certificate: serve TLS (which always copies)")
@@ -57,7 +60,32 @@ def _broker_parser() -> argparse.ArgumentParser:
     add("--fsync-interval-ms", type=int, default=defaults.fsync_interval_ms)
     add("--no-auto-create-topics", action="store_true")
     add("--num-partitions", type=int, default=1, help="partitions of auto-created topics")
-    add("--max-request-bytes", type=int, default=100 * 1024 * 1024)
+    defaults_broker = BrokerConfig(log_dir=Path())
+    add("--max-request-bytes", type=int, default=defaults_broker.max_request_bytes,
+        help="largest request frame accepted (Kafka: socket.request.max.bytes)")
+    add("--queued-max-request-bytes", type=int,
+        default=defaults_broker.queued_max_request_bytes,
+        help="memory all connections' request buffers may hold together; a connection whose "
+        "next frame does not fit is not read until memory frees up (Kafka: "
+        "queued.max.request.bytes, unbounded by default there; here at least "
+        "--max-request-bytes, default %(default)s)")
+    add("--connections-max-idle-ms", type=int, default=defaults_broker.connections_max_idle_ms,
+        help="close connections that send nothing for this long (Kafka: "
+        "connections.max.idle.ms, default %(default)s)")
+    add("--max-connections", type=int, default=None,
+        help="open client connections at most; new ones over it are closed at once (Kafka: "
+        "max.connections; default: half the open-file limit, keeping the rest for segments)")
+    add("--max-connections-per-ip", type=int, default=None,
+        help="open connections per client address at most (Kafka: max.connections.per.ip; "
+        "default: only --max-connections applies)")
+    add("--fetch-max-bytes", type=int, default=defaults_broker.fetch_max_bytes,
+        help="record bytes per fetch response at most, whatever the request asks; the first "
+        "batch is whole even if larger (KIP-74) (Kafka: fetch.max.bytes, default %(default)s)")
+    add("--max-created-partitions-per-request", type=int,
+        default=defaults_broker.max_created_partitions_per_request,
+        help="partitions one CreateTopics request may create (more: POLICY_VIOLATION), and "
+        "auto-creation may create per Metadata or Produce request (the topics beyond get the "
+        "retriable LEADER_NOT_AVAILABLE); creation runs on the event loop (default %(default)s)")
     add("--tail-window-bytes", type=int, default=64 * 1024 * 1024,
         help="fetches starting within this many bytes of the log end count as tail reads")
     add("--retention-check-interval-ms", type=int, default=5_000)
@@ -85,17 +113,27 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         )
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    return BrokerConfig(
-        log_dir=args.log_dir, host=args.host, port=args.port,
-        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
-        copy=args.copy, tls_cert=args.tls_cert, tls_key=args.tls_key, log=log_config,
-        auto_create_topics=not args.no_auto_create_topics, num_partitions=args.num_partitions,
-        max_request_bytes=args.max_request_bytes, tail_window_bytes=args.tail_window_bytes,
-        retention_check_interval_ms=args.retention_check_interval_ms,
-        group_min_session_timeout_ms=args.group_min_session_timeout_ms,
-        group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
-        fetch_slowdown=args.fetch_slowdown,
-    )
+    try:
+        return BrokerConfig(
+            log_dir=args.log_dir, host=args.host, port=args.port,
+            metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+            metrics_host=args.metrics_host,
+            queued_max_request_bytes=args.queued_max_request_bytes,
+            connections_max_idle_ms=args.connections_max_idle_ms,
+            max_connections=args.max_connections,
+            max_connections_per_ip=args.max_connections_per_ip,
+            fetch_max_bytes=args.fetch_max_bytes,
+            max_created_partitions_per_request=args.max_created_partitions_per_request,
+            copy=args.copy, tls_cert=args.tls_cert, tls_key=args.tls_key, log=log_config,
+            auto_create_topics=not args.no_auto_create_topics, num_partitions=args.num_partitions,
+            max_request_bytes=args.max_request_bytes, tail_window_bytes=args.tail_window_bytes,
+            retention_check_interval_ms=args.retention_check_interval_ms,
+            group_min_session_timeout_ms=args.group_min_session_timeout_ms,
+            group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
+            fetch_slowdown=args.fetch_slowdown,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from exc
 
 
 async def run(config: BrokerConfig) -> None:
@@ -108,7 +146,7 @@ async def run(config: BrokerConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     ready = {
         "bootstrap": f"{broker.host}:{broker.port}",
-        "metrics": f"http://{broker.host}:{broker.metrics_port}/metrics"
+        "metrics": f"http://{config.metrics_host}:{broker.metrics_port}/metrics"
         if broker.metrics_port else None,
         "pid": os.getpid(),
         "log_dir": str(config.log_dir),

@@ -7,8 +7,9 @@ are the snake_case forms of Kafka's JSON message definitions (see ``reference_br
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,12 @@ FIRST_PRODUCE_VERSION_ACCEPTED = 3
 CLUSTER_ID = "logbench-reference-broker"
 NO_AUTHORIZED_OPERATIONS = -(2**31)
 CONSUMER_OFFSETS_TOPIC = "__consumer_offsets"
+INTERNAL_TOPICS = frozenset(
+    {CONSUMER_OFFSETS_TOPIC, "__transaction_state", "__share_group_state", "__cluster_metadata"}
+)
+"""Names Kafka keeps for itself (its internal topics and the KRaft metadata log). Clients may
+read them but never write or create them: one foreign record in ``__consumer_offsets`` is a
+record the offsets loader cannot decode (Kafka: "Cannot append to internal topic")."""
 
 
 class CloseConnection(Exception):
@@ -77,9 +84,41 @@ def _partition_or_error(
     if log is not None:
         return log
     if create and broker.config.auto_create_topics and topic not in broker.store.topics():
-        broker.store.create_topic(topic, broker.config.num_partitions)
+        if topic in INTERNAL_TOPICS:
+            return ErrorCode.INVALID_TOPIC_EXCEPTION
+        try:
+            broker.store.create_topic(topic, broker.config.num_partitions)
+        except LogError as exc:  # e.g. "a.b" when "a_b" exists: their metric names collide
+            return exc.error_code
         log = broker.store.partition(topic, partition)
     return log if log is not None else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+
+async def _auto_create(broker: Broker, names: Iterable[str]) -> dict[str, ErrorCode]:
+    """Auto-create the missing topics among ``names``; return the error of each that failed.
+
+    Kafka creates every topic a request names. Here creation runs on the event loop (a topic
+    costs a metadata rewrite and directories), so one request may create at most
+    ``max_created_partitions_per_request`` partitions, yielding to the loop after each topic;
+    the topics beyond get LEADER_NOT_AVAILABLE, the retriable answer Kafka gives while an
+    auto-created topic is not ready, and the client's retry creates the next share.
+    """
+    budget = broker.config.max_created_partitions_per_request
+    errors: dict[str, ErrorCode] = {}
+    for name in dict.fromkeys(names):
+        if name in broker.store.topics() or not broker.config.auto_create_topics:
+            continue
+        if broker.config.num_partitions > budget:
+            errors[name] = ErrorCode.LEADER_NOT_AVAILABLE
+            broker.metrics.add("logbench_auto_create_deferred_topics_total")
+            continue
+        found = _partition_or_error(broker, name, 0, create=True)
+        if isinstance(found, ErrorCode):
+            errors[name] = found
+        else:
+            budget -= broker.config.num_partitions
+            await asyncio.sleep(0)
+    return errors
 
 
 def _now_ms() -> int:
@@ -113,7 +152,8 @@ async def handle_metadata(broker: Broker, request: Request) -> Body:
     else:
         names = [t["name"] for t in requested]
     allow_create = body.get("allow_auto_topic_creation", True) if version >= 4 else True
-    topics = [_topic_metadata(broker, name, allow_create) for name in names]
+    errors = await _auto_create(broker, names) if allow_create else {}
+    topics = [_topic_metadata(broker, name, errors.get(name)) for name in names]
     return {
         "throttle_time_ms": 0,
         "brokers": [
@@ -127,8 +167,8 @@ async def handle_metadata(broker: Broker, request: Request) -> Body:
     }
 
 
-def _topic_metadata(broker: Broker, name: str, allow_create: bool) -> Body:
-    found = _partition_or_error(broker, name, 0, create=allow_create)
+def _topic_metadata(broker: Broker, name: str, error: ErrorCode | None) -> Body:
+    found = error or _partition_or_error(broker, name, 0, create=False)
     if isinstance(found, ErrorCode):
         return {"error_code": found, "name": name, "is_internal": False, "partitions": [],
                 "topic_authorized_operations": NO_AUTHORIZED_OPERATIONS}
@@ -139,33 +179,54 @@ def _topic_metadata(broker: Broker, name: str, allow_create: bool) -> Body:
         for index in range(broker.store.topics()[name])
     ]
     return {"error_code": ErrorCode.NONE, "name": name,
-            "is_internal": name == CONSUMER_OFFSETS_TOPIC, "partitions": partitions,
+            "is_internal": name in INTERNAL_TOPICS, "partitions": partitions,
             "topic_authorized_operations": NO_AUTHORIZED_OPERATIONS}
 
 
 MAX_PARTITIONS_PER_REQUEST = 10_000
 """Kafka refuses a CreateTopics request for more partitions than this in total (KAFKA-17870,
-"Excessively large number of partitions per request"). Here it also keeps one request from
-blocking the event loop for hours: partitions are created synchronously, a few thousand a
-second, and a fuzzer's num_partitions of 2**31 - 1 would otherwise fill the disk."""
+"Excessively large number of partitions per request"); a fuzzer's num_partitions of
+2**31 - 1 would otherwise fill the disk."""
 
 
 async def handle_create_topics(broker: Broker, request: Request) -> Body:
     body = request.body
     requested = sum(broker.config.num_partitions if t["num_partitions"] == -1
                     else max(t["num_partitions"], 0) for t in body["topics"])
+    cap = broker.config.max_created_partitions_per_request
     if requested > MAX_PARTITIONS_PER_REQUEST:
-        # Kafka answers POLICY_VIOLATION (44), which ErrorCode does not define yet.
-        message = (f"Excessively large number of partitions per request: {requested} > "
-                   f"{MAX_PARTITIONS_PER_REQUEST}")
-        return {"throttle_time_ms": 0, "topics": [
-            {"name": t["name"], "error_code": ErrorCode.INVALID_PARTITIONS,
-             "error_message": message} for t in body["topics"]]}
-    results = []
-    for topic in body["topics"]:
-        error, message = _create_topic(broker, topic, validate_only=body.get("validate_only"))
-        results.append({"name": topic["name"], "error_code": error, "error_message": message})
-    return {"throttle_time_ms": 0, "topics": results}
+        # Kafka answers POLICY_VIOLATION; INVALID_PARTITIONS names the problem as well.
+        error, message = (
+            ErrorCode.INVALID_PARTITIONS,
+            (
+                f"Excessively large number of partitions per request: {requested} > "
+                f"{MAX_PARTITIONS_PER_REQUEST}"
+            ),
+        )
+    elif requested > cap:
+        # Partitions are created on the event loop (about 0.2 ms each, more on a busy disk):
+        # the cap keeps one request from stalling every other client for seconds.
+        error, message = (
+            ErrorCode.POLICY_VIOLATION,
+            (
+                f"{requested} partitions in one request exceed this broker's "
+                f"--max-created-partitions-per-request {cap}; create them in several requests"
+            ),
+        )
+    else:
+        results = []
+        for topic in body["topics"]:
+            error, message = _create_topic(broker, topic, validate_only=body.get("validate_only"))
+            results.append({"name": topic["name"], "error_code": error, "error_message": message})
+            await asyncio.sleep(0)  # let other connections in between topics
+        return {"throttle_time_ms": 0, "topics": results}
+    return {
+        "throttle_time_ms": 0,
+        "topics": [
+            {"name": t["name"], "error_code": error, "error_message": message}
+            for t in body["topics"]
+        ],
+    }
 
 
 def _create_topic(
@@ -179,6 +240,8 @@ def _create_topic(
         return ErrorCode.INVALID_REQUEST, "manual replica assignments are not supported"
     if partitions < 1:
         return ErrorCode.INVALID_PARTITIONS, f"num_partitions must be >= 1, got {partitions}"
+    if topic["name"] in INTERNAL_TOPICS:
+        return ErrorCode.INVALID_TOPIC_EXCEPTION, f"{topic['name']!r} is an internal topic name"
     overrides = {c["name"]: c["value"] for c in topic.get("configs", [])}
     try:
         validate_topic_name(topic["name"])
@@ -238,6 +301,9 @@ async def handle_produce(broker: Broker, request: Request) -> Body | None:
     body, version = request.body, request.version
     acks = body["acks"]
     responses, failures = [], []
+    refused: dict[str, ErrorCode] = {}
+    if version >= FIRST_PRODUCE_VERSION_ACCEPTED and acks in (-1, 0, 1):
+        refused = await _auto_create(broker, (t["name"] for t in body["topic_data"]))
     for topic in body["topic_data"]:
         partitions = []
         for data in topic["partition_data"]:
@@ -247,6 +313,15 @@ async def handle_produce(broker: Broker, request: Request) -> Body | None:
             elif acks not in (-1, 0, 1):
                 error, base, log, message = (ErrorCode.INVALID_REQUIRED_ACKS, -1, None,
                                              f"acks must be -1, 0 or 1, got {acks}")
+            elif topic["name"] in INTERNAL_TOPICS:
+                error, base, log, message = (
+                    ErrorCode.INVALID_TOPIC_EXCEPTION,
+                    -1,
+                    None,
+                    f"Cannot append to internal topic {topic['name']}",
+                )
+            elif topic["name"] in refused:
+                error, base, log, message = refused[topic["name"]], -1, None, None
             else:
                 error, base, log, message = _append(broker, topic["name"], data)
             if error != ErrorCode.NONE:
@@ -314,9 +389,14 @@ async def handle_fetch(broker: Broker, request: Request) -> Body:
     """Read every requested partition; long-poll until min_bytes arrive or max_wait passes."""
     body = request.body
     deadline = time.monotonic() + body["max_wait_ms"] / 1000
-    wanted = [(t["topic"], p["partition"]) for t in body["topics"] for p in t["partitions"]]
+    wanted = _distinct_partitions(body)
+    # Kafka caps a response at the smaller of the request's max_bytes (absent before v3) and
+    # the broker's fetch.max.bytes, which also keeps it far below the 2 GiB a size field holds.
+    budget = min(
+        body.get("max_bytes", broker.config.fetch_max_bytes), broker.config.fetch_max_bytes
+    )
     while True:
-        reads = list(_read_partitions(broker, body))
+        reads = list(_read_partitions(broker, wanted, budget))
         total = sum(r.length for r in reads)
         errors = any(r.partition["error_code"] != ErrorCode.NONE for r in reads)
         remaining = deadline - time.monotonic()
@@ -337,40 +417,51 @@ async def handle_fetch(broker: Broker, request: Request) -> Body:
     }
 
 
-def _read_partitions(broker: Broker, body: Body) -> Iterator[_FetchRead]:
-    # Before v3 there was no response-level limit; KIP-74 gives the first partition with data
-    # its whole first batch even when that batch is larger than the limits.
-    budget = body.get("max_bytes", 2**31 - 1)
+def _distinct_partitions(body: Body) -> dict[tuple[str, int], Body]:
+    """The requested partitions, each once: Kafka keys a fetch by partition, so a partition
+    named twice is read once (with its last entry), not once per mention."""
+    return {(t["topic"], p["partition"]): p for t in body["topics"] for p in t["partitions"]}
+
+
+def _read_partitions(
+    broker: Broker, wanted: dict[tuple[str, int], Body], budget: int
+) -> Iterator[_FetchRead]:
+    # KIP-74: the first partition with data gets its whole first batch even when that batch is
+    # larger than the limits, so a consumer can always make progress.
     sent_any = False
-    for topic in body["topics"]:
-        for wanted in topic["partitions"]:
-            index = wanted["partition"]
-            response = {"partition_index": index, "error_code": ErrorCode.NONE,
-                        "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
-                        "aborted_transactions": None, "preferred_read_replica": -1,
-                        "records": b""}
-            read = _FetchRead(topic["topic"], response)
-            found = _partition_or_error(broker, topic["topic"], index, create=False)
-            if isinstance(found, ErrorCode):
-                response["error_code"] = found
-                yield read
-                continue
-            limit = min(wanted["partition_max_bytes"], budget)
-            try:
-                result = found.read(wanted["fetch_offset"], max(limit, 1))
-            except OffsetOutOfRange:
-                result = None
-                response["error_code"] = ErrorCode.OFFSET_OUT_OF_RANGE
-            response["high_watermark"] = found.log_end_offset
-            response["last_stable_offset"] = found.log_end_offset
-            response["log_start_offset"] = found.log_start_offset
-            piece = result.slice if result is not None else None
-            if piece is not None and (piece.length <= limit or not sent_any):
-                response["records"] = piece
-                read.length, read.tail_distance = piece.length, result.tail_distance
-                budget -= piece.length
-                sent_any = True
+    for (topic, index), wanted_partition in wanted.items():
+        response = {
+            "partition_index": index,
+            "error_code": ErrorCode.NONE,
+            "high_watermark": -1,
+            "last_stable_offset": -1,
+            "log_start_offset": -1,
+            "aborted_transactions": None,
+            "preferred_read_replica": -1,
+            "records": b"",
+        }
+        read = _FetchRead(topic, response)
+        found = _partition_or_error(broker, topic, index, create=False)
+        if isinstance(found, ErrorCode):
+            response["error_code"] = found
             yield read
+            continue
+        limit = min(wanted_partition["partition_max_bytes"], budget)
+        try:
+            result = found.read(wanted_partition["fetch_offset"], max(limit, 1))
+        except OffsetOutOfRange:
+            result = None
+            response["error_code"] = ErrorCode.OFFSET_OUT_OF_RANGE
+        response["high_watermark"] = found.log_end_offset
+        response["last_stable_offset"] = found.log_end_offset
+        response["log_start_offset"] = found.log_start_offset
+        piece = result.slice if result is not None else None
+        if piece is not None and (piece.length <= limit or not sent_any):
+            response["records"] = piece
+            read.length, read.tail_distance = piece.length, result.tail_distance
+            budget -= piece.length
+            sent_any = True
+        yield read
 
 
 async def handle_list_offsets(broker: Broker, request: Request) -> Body:

@@ -52,6 +52,32 @@ METRIC_HELP: dict[str, tuple[str, str]] = {
     ),
     "logbench_request_seconds": ("histogram", "Time from request read to response sent, by API."),
     "logbench_connections": ("gauge", "Client connections open now."),
+    "logbench_connections_refused_total": (
+        "counter",
+        "New connections closed at once, by the limit they hit: max.connections or "
+        "max.connections.per.ip.",
+    ),
+    "logbench_idle_connections_closed_total": (
+        "counter",
+        "Connections closed after sending nothing for connections.max.idle.ms.",
+    ),
+    "logbench_request_memory_bytes": (
+        "gauge",
+        "Bytes reserved for request frames being read or handled (queued.max.request.bytes).",
+    ),
+    "logbench_request_memory_waiting": (
+        "gauge",
+        "Connections not being read because their next frame does not fit the request memory.",
+    ),
+    "logbench_auto_create_deferred_topics_total": (
+        "counter",
+        "Topics a request would have auto-created past max_created_partitions_per_request; "
+        "answered LEADER_NOT_AVAILABLE so the client retries.",
+    ),
+    "logbench_offsets_skipped_records": (
+        "gauge",
+        "Records of __consumer_offsets that the loader skipped at start-up (not commits).",
+    ),
     "logbench_log_end_offset": ("gauge", "Next offset to be assigned, by topic and partition."),
     "logbench_log_start_offset": ("gauge", "First offset still in the log, by topic, partition."),
     "logbench_log_size_bytes": ("gauge", "Bytes in the partition's segments."),

@@ -17,10 +17,12 @@ import logging
 import ssl
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+from reference_broker.admission import ConnectionQuotas, RequestMemory, default_max_connections
 from reference_broker.groups import GroupCoordinator, OffsetStore, consumer_lag
 from reference_broker.handlers import (
     ADVERTISED,
@@ -46,6 +48,12 @@ from reference_broker.transmit import make_transmitter
 log = logging.getLogger("reference_broker")
 
 OFFSETS_TOPIC = "__consumer_offsets"
+RESPONSE_LIMIT = 1 << 30
+T = TypeVar("T")
+
+
+class _Idle(Exception):
+    """No bytes from the client for connections.max.idle.ms."""
 
 
 @dataclass(frozen=True)
@@ -56,13 +64,21 @@ class BrokerConfig:
     host: str = "127.0.0.1"
     port: int = 0
     metrics_port: int | None = 0  # None: no metrics endpoint
+    # Not --host: the broker has no authentication, its metrics should not follow it outward.
+    metrics_host: str = "127.0.0.1"
     copy: bool = False  # ship fetches by pread + send instead of sendfile
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log: LogConfig = field(default_factory=LogConfig)
     auto_create_topics: bool = True
     num_partitions: int = 1
-    max_request_bytes: int = 100 * 1024 * 1024
+    max_request_bytes: int = 100 * 1024 * 1024  # socket.request.max.bytes
+    queued_max_request_bytes: int = 256 * 1024 * 1024  # memory for request buffers, all in all
+    connections_max_idle_ms: int = 600_000
+    max_connections: int | None = None  # None: half the open-file limit
+    max_connections_per_ip: int | None = None  # None: only max_connections applies
+    fetch_max_bytes: int = 57_671_680  # 55 MiB, Kafka's fetch.max.bytes
+    max_created_partitions_per_request: int = 1_000
     tail_window_bytes: int = 64 * 1024 * 1024
     node_id: int = 0
     retention_check_interval_ms: int = 5_000
@@ -70,6 +86,35 @@ class BrokerConfig:
     group_max_session_timeout_ms: int = 1_800_000
     group_initial_rebalance_delay_ms: int = 0
     fetch_slowdown: float = 1.0  # > 1 stretches every fetch send: an injected regression
+
+    def __post_init__(self) -> None:
+        """Refuse incoherent limits (ValueError naming the flag) rather than misbehave later."""
+        at_least_one = {
+            "--max-request-bytes": self.max_request_bytes,
+            "--connections-max-idle-ms": self.connections_max_idle_ms,
+            "--max-connections": self.max_connections,
+            "--max-connections-per-ip": self.max_connections_per_ip,
+            "--max-created-partitions-per-request": self.max_created_partitions_per_request,
+        }
+        for flag, value in at_least_one.items():
+            if value is not None and value < 1:
+                raise ValueError(f"{flag} must be at least 1, not {value}")
+        # A response holds at most fetch.max.bytes plus one batch (itself within one request),
+        # so keeping both at or below 1 GiB keeps every response within its int32 size field.
+        if not 1024 <= self.fetch_max_bytes <= RESPONSE_LIMIT:
+            raise ValueError(f"--fetch-max-bytes must be in [1024, {RESPONSE_LIMIT}]")
+        if self.max_request_bytes > RESPONSE_LIMIT:
+            raise ValueError(f"--max-request-bytes must be at most {RESPONSE_LIMIT}")
+        if self.queued_max_request_bytes < self.max_request_bytes:
+            raise ValueError(
+                "--queued-max-request-bytes must be at least --max-request-bytes, "
+                "or the largest frame could never be read"
+            )
+        if self.num_partitions > self.max_created_partitions_per_request:
+            raise ValueError(
+                "--num-partitions must be at most "
+                "--max-created-partitions-per-request, or no topic is auto-created"
+            )
 
     @property
     def transmit_mode(self) -> str:
@@ -122,8 +167,9 @@ class Broker:
             self.store.create_topic(OFFSETS_TOPIC, 1, {"retention.bytes": "-1"})
         offsets_log = self.store.partition(OFFSETS_TOPIC, 0)
         assert offsets_log is not None
+        self.offsets = OffsetStore(offsets_log)
         self.coordinator = GroupCoordinator(
-            OffsetStore(offsets_log),
+            self.offsets,
             min_session_timeout_ms=config.group_min_session_timeout_ms,
             max_session_timeout_ms=config.group_max_session_timeout_ms,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
@@ -139,7 +185,12 @@ class Broker:
         self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self.quotas = ConnectionQuotas(
+            config.max_connections or default_max_connections(), config.max_connections_per_ip
+        )
+        self.request_memory = RequestMemory(config.queued_max_request_bytes)
         self.metrics.gauge_source(self._log_gauges)
+        self.metrics.gauge_source(self._broker_gauges)
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -154,7 +205,7 @@ class Broker:
         self.host, self.port = server.sockets[0].getsockname()[:2]
         if self.config.metrics_port is not None:
             metrics_server = await asyncio.start_server(
-                self._serve_metrics, self.config.host, self.config.metrics_port
+                self._serve_metrics, self.config.metrics_host, self.config.metrics_port
             )
             self._servers.append(metrics_server)
             self.metrics_port = metrics_server.sockets[0].getsockname()[1]
@@ -204,30 +255,53 @@ class Broker:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
         peer = writer.get_extra_info("peername") or ("?", 0)
         client = f"{peer[0]}:{peer[1]}"
+        refused_by = self.quotas.admit(peer[0])
+        if refused_by is not None:
+            log.warning("refusing connection from %s: %s reached", client, refused_by)
+            self.metrics.add("logbench_connections_refused_total", limit=refused_by)
+            writer.transport.abort()
+            return
+        self._connections.add(task)
         self.metrics.add("logbench_connections", 1)
         try:
             while await self._serve_one(reader, writer, peer[0], client):
                 pass
         except asyncio.CancelledError:
             pass
+        except _Idle:
+            log.info(
+                "closing connection from %s: idle for connections.max.idle.ms=%d",
+                client,
+                self.config.connections_max_idle_ms,
+            )
+            self.metrics.add("logbench_idle_connections_closed_total")
         except (ConnectionError, ssl.SSLError, TimeoutError) as exc:
             log.info("connection from %s ended: %s", client, exc)
         finally:
+            self.quotas.release(peer[0])
             self.metrics.add("logbench_connections", -1)
             self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    async def _from_client(self, read: Awaitable[T]) -> T:
+        """Await bytes from the client, closing the connection (``_Idle``) when none come for
+        connections.max.idle.ms, as Kafka closes idle connections."""
+        try:
+            async with asyncio.timeout(self.config.connections_max_idle_ms / 1000):
+                return await read
+        except TimeoutError:
+            raise _Idle from None
+
     async def _serve_one(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, client: str
     ) -> bool:
         """Read, handle and answer one request; False when the connection must close."""
         try:
-            prefix = await reader.readexactly(4)
+            prefix = await self._from_client(reader.readexactly(4))
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 self._refuse(client, "truncated", "connection ended inside a frame size")
@@ -241,13 +315,31 @@ class Broker:
                 client, "too_large",
                 f"frame of {size} bytes exceeds max_request_bytes={self.config.max_request_bytes}",
             )
-        try:
-            frame = await reader.readexactly(size)
-        except asyncio.IncompleteReadError as exc:
-            return self._refuse(
-                client, "truncated", f"connection ended {size - len(exc.partial)} bytes into a "
-                f"{size}-byte frame",
-            )
+        # The frame's memory is reserved before its body is read: while it does not fit, this
+        # connection's socket is not read (asyncio pauses it once its small buffer is full).
+        async with self.request_memory.reserve(size):
+            frame = await self._read_body(reader, size)
+            if frame is None:
+                return self._refuse(
+                    client, "truncated", f"connection ended inside a {size}-byte frame"
+                )
+            return await self._handle(frame, writer, host, client)
+
+    async def _read_body(self, reader: asyncio.StreamReader, size: int) -> bytearray | None:
+        """The frame's ``size`` bytes (None if the client left first). The buffer grows with
+        the bytes that arrive, not with the size claimed: a client that claims 100 MB and
+        sends 10 bytes holds request memory budget, not memory."""
+        frame = bytearray()
+        while len(frame) < size:
+            piece = await self._from_client(reader.read(size - len(frame)))
+            if not piece:
+                return None
+            frame += piece
+        return frame
+
+    async def _handle(
+        self, frame: bytearray, writer: asyncio.StreamWriter, host: str, client: str
+    ) -> bool:
         started = time.perf_counter()
         try:
             header, body = decode_request(frame)
@@ -263,16 +355,20 @@ class Broker:
             response = await HANDLERS[ApiKey(header.api_key)](
                 self, Request(header, body, host)
             )
+            chunks = (
+                None
+                if response is None
+                else encode_response(
+                    header.api_key, header.api_version, header.correlation_id, response
+                )
+            )
         except CloseConnection as exc:
             return self._refuse(client, "closed_by_handler", str(exc))
         except Exception:
             log.exception("handler for %s v%d failed; closing %s", name, header.api_version, client)
             self.metrics.add("logbench_request_errors_total", cause="handler_error")
             return False
-        if response is not None:
-            chunks = encode_response(
-                header.api_key, header.api_version, header.correlation_id, response
-            )
+        if chunks is not None:
             await self.transmitter.send(writer, chunks)
         self.metrics.add("logbench_requests_total", api=name)
         self.metrics.observe("logbench_request_seconds", time.perf_counter() - started, api=name)
@@ -327,6 +423,11 @@ class Broker:
             pass
         finally:
             writer.close()
+
+    def _broker_gauges(self) -> Iterator[tuple[str, Labels, float]]:
+        yield "logbench_offsets_skipped_records", (), self.offsets.skipped_records
+        yield "logbench_request_memory_bytes", (), self.request_memory.in_use
+        yield "logbench_request_memory_waiting", (), self.request_memory.waiting
 
     def _log_gauges(self) -> Iterator[tuple[str, Labels, float]]:
         for topic, count in sorted(self.store.topics().items()):

@@ -12,6 +12,7 @@ import struct
 import urllib.request
 from pathlib import Path
 
+import crc32c
 import pytest
 
 from pytest_logbench.client import Connection, HarnessClient, KafkaError
@@ -262,3 +263,83 @@ def test_long_poll_returns_what_it_has_at_max_wait(broker):
         client.produce("partial", 0, build_batch(RECORDS))
         result = client.fetch("partial", 0, 0, max_wait_ms=200, min_bytes=10**9)
         assert result.error == 0 and 0 < len(result.records) < 10**9
+
+
+def test_clients_cannot_write_internal_topics(broker):
+    """One confluent-kafka record produced to __consumer_offsets used to be stored, and the
+    next start failed decoding it. Kafka refuses with INVALID_TOPIC_EXCEPTION; so do we, and
+    names Kafka reserves are not created either."""
+    from confluent_kafka import KafkaError as ClientError
+    from confluent_kafka import Producer
+
+    errors = []
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "message.timeout.ms": 20_000})
+    producer.produce("__consumer_offsets", b"x", on_delivery=lambda err, _: errors.append(err))
+    assert producer.flush(30) == 0
+    assert [e.code() for e in errors] == [ClientError.TOPIC_EXCEPTION]
+    with HarnessClient(broker.bootstrap) as client:
+        assert client.list_offset("__consumer_offsets", 0, -1)[0] == 0
+        for name in ["__transaction_state", "__consumer_offsets"]:
+            with pytest.raises(KafkaError) as failure:
+                client.produce(name, 0, build_batch(RECORDS))
+            assert failure.value.code == ErrorCode.INVALID_TOPIC_EXCEPTION
+        with pytest.raises(KafkaError) as failure:
+            client.create_topic("__share_group_state")
+        assert failure.value.code == ErrorCode.INVALID_TOPIC_EXCEPTION
+    assert not (broker.log_dir / "__transaction_state-0").exists()
+    broker.restart()
+    _still_serves(broker)
+
+
+@pytest.mark.parametrize("api", ["metadata", "produce", "create_topics"])
+def test_a_topic_colliding_in_metric_names_gets_invalid_topic(broker, api):
+    """'a.b' and 'a_b' collide in Kafka's metric names, so Kafka refuses the second. Auto-
+    creating it used to raise inside the handler, which closed the connection unanswered."""
+    with HarnessClient(broker.bootstrap) as client:
+        client.create_topic("a_b")
+        if api == "metadata":
+            [topic] = client.request(ApiKey.METADATA, 8, {
+                "topics": [{"name": "a.b"}], "allow_auto_topic_creation": True})["topics"]
+            code = topic["error_code"]
+        else:
+            with pytest.raises(KafkaError) as failure:
+                if api == "produce":
+                    client.produce("a.b", 0, build_batch(RECORDS))
+                else:
+                    client.create_topic("a.b")
+            code = failure.value.code
+        assert code == ErrorCode.INVALID_TOPIC_EXCEPTION
+        assert client.produce("a_b", 0, build_batch(RECORDS)) == 0  # the same connection
+    assert broker.metric("logbench_request_errors_total", cause="handler_error") == 0
+
+
+def test_a_batch_with_a_valid_crc_but_garbage_records_is_refused(broker):
+    """Such a poison batch used to be stored: confluent-kafka consumers then stalled at its
+    offset and never saw the good record after it. Kafka parses every record of a produced
+    batch and answers INVALID_RECORD; nothing is appended."""
+    from confluent_kafka import Consumer
+
+    good = build_batch([(b"k", b"good", [])])
+    poison = bytearray(build_batch([(b"k", b"v" * 50, [])] * 3))
+    poison[61:] = bytes(len(poison) - 61)  # records zeroed, then the CRC made right again
+    struct.pack_into(">I", poison, 17, crc32c.crc32c(bytes(poison[21:])))
+    with HarnessClient(broker.bootstrap) as client:
+        client.create_topic("poisoned")
+        with pytest.raises(KafkaError) as failure:
+            client.produce("poisoned", 0, bytes(poison))
+        assert failure.value.code == ErrorCode.INVALID_RECORD
+        assert client.list_offset("poisoned", 0, -1)[0] == 0
+        client.produce("poisoned", 0, good)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "poison",
+                         "auto.offset.reset": "earliest"})
+    try:
+        consumer.subscribe(["poisoned"])
+        message = None
+        for _ in range(60):
+            message = consumer.poll(1)
+            if message is not None and message.error() is None:
+                break
+        assert message is not None and message.value() == b"good"
+    finally:
+        consumer.close()
+    assert broker.metric("logbench_produce_rejected_batches_total", error="INVALID_RECORD") == 1

@@ -104,3 +104,31 @@ def test_consumer_lag_in_records_and_bytes(tmp_path: Path):
     finally:
         offsets_log.close()
         topic_log.close()
+
+
+def test_a_broker_starts_over_records_that_are_not_commits(broker):
+    """An older broker let clients write __consumer_offsets; its next start then failed with
+    "record N lacks key or value" until the log was edited by hand. The loader now skips what
+    is not a commit, says so once, counts it, and keeps every real commit."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from tests.kafka_clients import committed_offsets
+
+    broker.stop()
+    offsets_log = PartitionLog(broker.log_dir / "__consumer_offsets-0", LogConfig())
+    try:
+        OffsetStore(offsets_log).commit("before", [("t", 0, 7, "")])
+        offsets_log.append(build_batch([(None, b"x")]))  # what a client's produce stored
+        offsets_log.append(build_batch([(b"\x09not a key", b"v"), (b"\x01", b"")]))
+    finally:
+        offsets_log.close()
+    broker.start()
+    assert broker.metric("logbench_offsets_skipped_records") == 3
+    assert "skipped 3 records" in broker.stderr_tail()
+    assert committed_offsets(broker.bootstrap, "before", "t", 1) == {0: 7}
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "after"})
+    try:
+        consumer.commit(offsets=[TopicPartition("t", 0, 5)], asynchronous=False)
+    finally:
+        consumer.close()
+    assert committed_offsets(broker.bootstrap, "after", "t", 1) == {0: 5}

@@ -1,7 +1,9 @@
 """RecordBatch v2: header view, produce-time validation, and the codec against kafka-python."""
 
+import re
 import struct
 
+import cramjam
 import crc32c
 import pytest
 from hypothesis import given, settings
@@ -12,6 +14,7 @@ from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import (
     HEADER_SIZE,
     LOG_OVERHEAD,
+    MAX_UNCOMPRESSED_BATCH_BYTES,
     BatchHeader,
     Compression,
     CompressionUnavailable,
@@ -37,6 +40,43 @@ def rewrite(batch: bytes, fmt: str, position: int, value: int, *, fix_crc: bool 
     struct.pack_into(fmt, buf, position, value)
     if fix_crc:
         struct.pack_into(">I", buf, 17, crc32c.crc32c(bytes(buf[21:])))
+    return bytes(buf)
+
+
+def recompressed(
+    batch: bytes, codec: Compression, *, snappy: str = "raw", section: bytes | None = None
+) -> bytes:
+    """``batch`` with its records section (or ``section``) compressed by cramjam with
+    ``codec``, as other producers compress (snappy: raw as librdkafka, or xerial-framed as the
+    Java client), with length and CRC fixed."""
+    records = batch[HEADER_SIZE:] if section is None else section
+    if codec is Compression.SNAPPY:
+        packed = bytes(cramjam.snappy.compress_raw(records))
+        if snappy == "xerial":
+            packed = (
+                b"\x82SNAPPY\x00"
+                + struct.pack(">ii", 1, 1)
+                + struct.pack(">i", len(packed))
+                + packed
+            )
+    else:
+        packed = bytes(getattr(cramjam, codec.name.lower()).compress(records))
+    buf = bytearray(batch[:HEADER_SIZE] + packed)
+    struct.pack_into(">i", buf, 8, len(buf) - LOG_OVERHEAD)
+    struct.pack_into(">h", buf, 21, int(codec))
+    struct.pack_into(">I", buf, 17, crc32c.crc32c(bytes(buf[21:])))
+    return bytes(buf)
+
+
+def with_records(batch: bytes, section: bytes, count: int | None = None) -> bytes:
+    """``batch`` with another records section (and record count), CRC and length fixed:
+    a batch whose header is right but whose records may not be."""
+    buf = bytearray(batch[:HEADER_SIZE] + section)
+    struct.pack_into(">i", buf, 8, len(buf) - LOG_OVERHEAD)
+    if count is not None:
+        struct.pack_into(">i", buf, 57, count)
+        struct.pack_into(">i", buf, 23, count - 1)
+    struct.pack_into(">I", buf, 17, crc32c.crc32c(bytes(buf[21:])))
     return bytes(buf)
 
 
@@ -252,12 +292,16 @@ def test_build_batch_rejects_nothing_and_mismatched_timestamps() -> None:
         build_batch([(b"k", b"v")], timestamps=[1, 2])
 
 
-def test_snappy_is_reported_as_unavailable() -> None:
+def test_snappy_is_read_but_not_written() -> None:
     with pytest.raises(CompressionUnavailable, match="SNAPPY"):
         build_batch([(b"k", b"v")], compression=Compression.SNAPPY)
-    snappy = rewrite(build_batch([(b"k", b"v")]), ">h", 21, int(Compression.SNAPPY))
-    with pytest.raises(CompressionUnavailable):
-        list(iter_records(snappy))
+    records = [(b"k", b"v" * 300, [("h", b"1")])] * 3
+    for framing in ("raw", "xerial"):
+        batch = recompressed(build_batch(records), Compression.SNAPPY, snappy=framing)
+        assert [r.value for r in iter_records(batch)] == [b"v" * 300] * 3
+    mislabelled = rewrite(build_batch([(b"k", b"v")]), ">h", 21, int(Compression.SNAPPY))
+    with pytest.raises(InvalidBatch, match="SNAPPY records do not decompress"):
+        list(iter_records(mislabelled))
 
 
 def test_iter_records_rejects_bad_crc_and_malformed_records() -> None:
@@ -314,3 +358,95 @@ def test_build_then_iterate_round_trips(records, base_offset, first_timestamp, c
         (base_offset + i, ts, key, value, headers)
         for i, ((key, value, headers), ts) in enumerate(zip(records, timestamps, strict=True))
     ]
+
+
+# --- record-level validation (Kafka's LogValidator / DefaultRecord.readFrom) ------------------
+
+TWO = build_batch([(b"k", b"v", [("h", b"x")]), (None, b"w" * 200)])
+TWO_RECORDS = TWO[HEADER_SIZE:]
+FIRST_LENGTH = 1 + (TWO_RECORDS[0] >> 1)  # a one-byte varint, then the record
+
+
+def _records_with(first: bytes) -> bytes:
+    """TWO's records section with the first record's body replaced (length recomputed)."""
+    return bytes([len(first) << 1]) + first + TWO_RECORDS[FIRST_LENGTH:]
+
+
+@pytest.mark.parametrize(
+    ("section", "count", "problem"),
+    [
+        (b"\x00" * 40, None, "offset delta|cut off|past the end|off its length"),  # garbage
+        (TWO_RECORDS[:FIRST_LENGTH], None, "cut off"),  # a record missing
+        (TWO_RECORDS + b"\x00", None, "1 bytes after the last"),
+        (TWO_RECORDS, 1, "bytes after the last of 1 records"),  # count below what is there
+        (_records_with(bytes([0, 0, 2]) + TWO_RECORDS[4:FIRST_LENGTH]), None, "offset delta 1"),
+        (
+            _records_with(TWO_RECORDS[1:4] + b"\x7e" + TWO_RECORDS[5:FIRST_LENGTH]),
+            None,
+            "off its length|cut off",
+        ),  # key length past the record
+        (bytes([3]) + TWO_RECORDS[1:], None, "length -2"),
+        (_records_with(b"\x00\x00\x00\x01\x02v\x01"), None, "negative header count"),
+        (b"\xff" * 12, None, "varint longer than 5 bytes"),
+    ],
+    ids=[
+        "garbage",
+        "missing-record",
+        "trailing-byte",
+        "count-too-small",
+        "delta-out-of-order",
+        "key-past-record",
+        "negative-length",
+        "negative-header-count",
+        "overlong-varint",
+    ],
+)
+def test_validate_refuses_batches_whose_records_do_not_parse(section, count, problem) -> None:
+    """A batch with a right header and CRC but broken records was stored; consumers then
+    stalled at its offset. Kafka's broker parses every record of a produced batch."""
+    error = invalid(with_records(TWO, section, count))
+    assert error.error_code is ErrorCode.INVALID_RECORD, error
+    assert re.search(problem, str(error)), str(error)
+
+
+@pytest.mark.parametrize(
+    "codec", [Compression.GZIP, Compression.SNAPPY, Compression.LZ4, Compression.ZSTD]
+)
+def test_validate_inflates_compressed_batches_and_checks_their_records(codec) -> None:
+    good = recompressed(TWO, codec)
+    assert [h.record_count for h in validate_batches(memoryview(good), MAX)] == [2]
+    broken = recompressed(TWO, codec, section=TWO_RECORDS[:-3])
+    assert invalid(broken).error_code is ErrorCode.INVALID_RECORD
+    garbled = rewrite(with_records(TWO, b"\x00\x01" * 30), ">h", 21, int(codec))
+    error = invalid(garbled)
+    assert error.error_code is ErrorCode.CORRUPT_MESSAGE and "do not decompress" in str(error)
+
+
+def test_validate_stops_a_decompression_bomb_at_the_bound() -> None:
+    zeros = bytes(MAX_UNCOMPRESSED_BATCH_BYTES + 1)
+    for codec in (Compression.ZSTD, Compression.SNAPPY):
+        bomb = recompressed(TWO, codec, section=zeros)
+        with pytest.raises(InvalidBatch) as info:
+            validate_batches(memoryview(bomb), 1 << 30)
+        assert info.value.error_code is ErrorCode.MESSAGE_TOO_LARGE
+        assert "inflate" in str(info.value)
+
+
+HEADERS = st.lists(st.tuples(st.text(max_size=5), st.none() | st.binary(max_size=5)), max_size=3)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.none() | st.binary(max_size=300), st.none() | st.binary(max_size=9000), HEADERS
+        ),
+        min_size=1,
+        max_size=70,
+    )
+)
+@settings(max_examples=50, deadline=None)
+def test_validate_accepts_every_well_formed_batch(records) -> None:
+    """Every batch our encoder writes (as any client's would be) passes: the validator's
+    inline varint paths (one byte, two bytes, longer) agree with the encoder's."""
+    batch = build_batch(records, timestamps=[i * 10**9 for i in range(len(records))])
+    assert [h.record_count for h in validate_batches(memoryview(batch), 1 << 30)] == [len(records)]

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from reference_broker.log.errors import RecordListTooLarge
 from reference_broker.log.partition import PartitionLog
 from reference_broker.protocol.errors import ErrorCode
-from reference_broker.records import InvalidBatch, build_batch, iter_records
+from reference_broker.records import (
+    CompressionUnavailable,
+    InvalidBatch,
+    Record,
+    build_batch,
+    iter_records,
+    read_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +96,46 @@ class OffsetStore:
     def __init__(self, offsets_log: PartitionLog) -> None:
         self._log = offsets_log
         self._offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
+        self.skipped_records = 0
         self.load()
 
     def load(self) -> None:
-        """Rebuild the in-memory view from the log (last write wins); safe to call again."""
+        """Rebuild the in-memory view from the log (last write wins); safe to call again.
+
+        A record that is not a commit (a client's write from before produce to internal
+        topics was refused, a damaged batch) is skipped and counted in ``skipped_records``,
+        with one warning: the broker must start, and the other groups' offsets are intact.
+        """
         self._offsets.clear()
+        self.skipped_records = 0
+        first_problem = ""
         for batch in self._log.read_batches(0):
-            for record in iter_records(batch):
-                if record.key is None or record.value is None:
-                    raise ValueError(f"offsets log: record {record.offset} lacks key or value")
-                group_id, topic, partition = decode_key(record.key)
-                self._group(group_id)[(topic, partition)] = decode_value(record.value)
+            try:
+                records = list(iter_records(batch))
+            except (InvalidBatch, CompressionUnavailable) as exc:
+                header = read_header(batch)
+                self.skipped_records += header.record_count
+                first_problem = first_problem or f"batch at offset {header.base_offset}: {exc}"
+                continue
+            for record in records:
+                try:
+                    self._apply(record)
+                except (ValueError, struct.error) as exc:
+                    self.skipped_records += 1
+                    first_problem = first_problem or f"record {record.offset}: {exc}"
+        if self.skipped_records:
+            log.warning(
+                "offsets log %r: skipped %d records that are not commits; first: %s",
+                self._log,
+                self.skipped_records,
+                first_problem,
+            )
+
+    def _apply(self, record: Record) -> None:
+        if record.key is None or record.value is None:
+            raise ValueError("key or value is null")
+        group_id, topic, partition = decode_key(record.key)
+        self._group(group_id)[(topic, partition)] = decode_value(record.value)
 
     def commit(self, group_id: str, offsets: list[tuple[str, int, int, str]]) -> ErrorCode:
         """Append ``(topic, partition, offset, metadata)`` commits as one batch, then apply
