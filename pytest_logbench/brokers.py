@@ -17,12 +17,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-READY_PREFIX = "READY "
+from reference_broker.config import READY_PREFIX, SETTINGS
+
 STDERR_TAIL_LINES = 30
 
 
@@ -49,48 +50,60 @@ class LocalOnly(RuntimeError):
 
 @dataclass(frozen=True)
 class BrokerOptions:
-    """How to start a reference broker. ``None`` keeps the broker's own default."""
+    """How to start a broker: the plugin's own options, and any broker setting by name.
 
-    copy: bool = False
+    Broker settings are the table of ``reference_broker.config.SETTINGS`` (``segment_bytes``,
+    ``fsync``, ``copy``, ``fetch_slowdown``, ...), given through ``with_`` (as
+    ``broker_factory(segment_bytes=1 << 20)`` does). A setting not given keeps the broker's
+    own default and reads as None here. A name that is neither an option nor a setting raises
+    TypeError listing the valid ones.
+    """
+
     tls: bool = False
-    segment_bytes: int | None = None
-    retention_bytes: int | None = None
-    retention_ms: int | None = None
-    index_interval_bytes: int | None = None
-    fsync: str | None = None
-    num_partitions: int | None = None
-    auto_create_topics: bool = True
-    tail_window_bytes: int | None = None
     memory_limit_bytes: int | None = None
-    fetch_slowdown: float | None = None  # > 1: an injected fetch regression, for tests
     extra_args: tuple[str, ...] = ()
     startup_timeout: float = 30.0
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not fields: a broker setting not set is None.
+        if name in SETTINGS:
+            return self.settings.get(name)
+        raise AttributeError(f"BrokerOptions has no option or broker setting {name!r}")
 
     def with_(self, **changes: Any) -> BrokerOptions:
-        """A copy with some options changed (unknown names raise TypeError)."""
-        return replace(self, **changes)
+        """A copy with some options or settings changed (unknown names raise TypeError);
+        a setting changed to None goes back to the broker's default."""
+        own = {f.name for f in fields(self)} - {"settings"}
+        unknown = sorted(set(changes) - own - set(SETTINGS))
+        if unknown:
+            raise TypeError(f"unknown broker option(s) {unknown}; options: {sorted(own)}; "
+                            f"broker settings: {sorted(SETTINGS)}")
+        settings = dict(self.settings)
+        for name, value in changes.items():
+            if name in SETTINGS:
+                settings.pop(name, None)
+                if value is not None:
+                    settings[name] = value
+        return replace(self, settings=settings,
+                       **{k: v for k, v in changes.items() if k in own})
+
+    def local_only(self) -> list[str]:
+        """The settings given that only this broker's own process understands (an external
+        cluster or Kafka has no equivalent: ``copy``, ``fetch_slowdown``, ...)."""
+        return sorted(name for name in self.settings if SETTINGS[name].local_only)
 
     def command_args(self) -> list[str]:
         """The broker's command-line flags for these options (TLS files are added by the
         launcher, which creates them)."""
         args: list[str] = []
-        flags = {
-            "--segment-bytes": self.segment_bytes,
-            "--retention-bytes": self.retention_bytes,
-            "--retention-ms": self.retention_ms,
-            "--index-interval-bytes": self.index_interval_bytes,
-            "--fsync": self.fsync,
-            "--num-partitions": self.num_partitions,
-            "--tail-window-bytes": self.tail_window_bytes,
-            "--fetch-slowdown": self.fetch_slowdown,
-        }
-        for flag, value in flags.items():
-            if value is not None:
-                args += [flag, str(value)]
-        if self.copy:
-            args.append("--copy")
-        if not self.auto_create_topics:
-            args.append("--no-auto-create-topics")
+        for name, value in self.settings.items():
+            item = SETTINGS[name]
+            if isinstance(item.default, bool):
+                if value != item.default:
+                    args.append(item.flag if value else "--no-" + item.flag.removeprefix("--"))
+            else:
+                args += [item.flag, str(value)]
         return [*args, *self.extra_args]
 
 

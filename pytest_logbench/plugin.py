@@ -193,9 +193,9 @@ BrokerFactory = Callable[..., Any]
 def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
     """Start brokers with options; all are stopped and their data removed at teardown.
 
-    ``broker_factory(copy=True, segment_bytes=1 << 20)`` takes the fields of
-    ``BrokerOptions``. Against an external cluster it returns the cluster (options that need
-    a local process skip the test).
+    ``broker_factory(copy=True, segment_bytes=1 << 20)`` takes ``BrokerOptions``' fields and
+    any broker setting (``reference_broker.config.SETTINGS``). Against an external cluster it
+    returns the cluster (settings that need this broker's own process skip the test).
     """
     config = request.config
     external = _setting(config, "bootstrap")
@@ -206,7 +206,8 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
     def start(**changes: Any) -> Any:
         options = BrokerOptions().with_(**changes)
         if external is not None:
-            local_needs = [k for k in ("copy", "tls", "memory_limit_bytes") if changes.get(k)]
+            local_needs = options.local_only() + [
+                k for k in ("tls", "memory_limit_bytes") if getattr(options, k)]
             if local_needs:
                 pytest.skip(f"options {local_needs} need a reference broker started by logbench;"
                             f" this run uses the external cluster at {external}")

@@ -121,7 +121,7 @@ class LogStateMachine(RuleBasedStateMachine):
     broker_options: ClassVar[dict[str, Any]] = {
         "segment_bytes": 1024,
         "retention_bytes": 3072,
-        "extra_args": ("--retention-check-interval-ms", "20"),
+        "retention_check_interval_ms": 20,
     }
     examples_per_broker: ClassVar[int] = 20
     partitions: ClassVar[int] = 2

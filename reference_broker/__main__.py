@@ -21,10 +21,10 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from reference_broker.config import READY_PREFIX, SETTINGS, BrokerConfig
 from reference_broker.log import LogConfig
-from reference_broker.server import Broker, BrokerConfig
-
-READY_PREFIX = "READY "
+from reference_broker.server import Broker
+from reference_broker.settings import Setting
 
 
 def _broker_parser() -> argparse.ArgumentParser:
@@ -35,67 +35,27 @@ def _broker_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--log-dir", type=Path, required=True, help="directory holding topics and segments")
-    add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    add("--port", type=int, default=9092, help="Kafka port; 0 picks a free one (default 9092)")
-    add("--metrics-port", type=int, default=0,
-        help="Prometheus/JSON metrics port; 0 picks a free one, -1 disables (default 0)")
-    add("--metrics-host", default="127.0.0.1",
-        help="address of the metrics endpoint (default 127.0.0.1, whatever --host is: the "
-        "broker has no authentication, so exposing it is a separate decision)")
-    add("--copy", action="store_true",
-        help="ship fetched records by pread+send instead of sendfile (to measure zero-copy)")
     add("--tls-cert", type=Path, help="PEM certificate: serve TLS (which always copies)")
     add("--tls-key", type=Path, help="PEM private key for --tls-cert")
-    defaults = LogConfig()
-    add("--segment-bytes", type=int, default=defaults.segment_bytes)
-    add("--index-interval-bytes", type=int, default=defaults.index_interval_bytes)
-    add("--retention-bytes", type=int, default=defaults.retention_bytes,
-        help="per partition; -1 keeps everything")
-    add("--retention-ms", type=int, default=defaults.retention_ms, help="-1 keeps forever")
-    add("--segment-ms", type=int, default=defaults.segment_ms)
-    add("--max-message-bytes", type=int, default=defaults.max_message_bytes)
-    add("--fsync", choices=["never", "interval", "always"], default=defaults.fsync,
-        help="never (Kafka's default: the page cache holds it), interval, or always (before "
-        "the produce is acknowledged)")
-    add("--fsync-interval-ms", type=int, default=defaults.fsync_interval_ms)
-    add("--no-auto-create-topics", action="store_true")
-    add("--num-partitions", type=int, default=1, help="partitions of auto-created topics")
-    defaults_broker = BrokerConfig(log_dir=Path())
-    add("--max-request-bytes", type=int, default=defaults_broker.max_request_bytes,
-        help="largest request frame accepted (Kafka: socket.request.max.bytes)")
-    add("--queued-max-request-bytes", type=int,
-        default=defaults_broker.queued_max_request_bytes,
-        help="memory all connections' request buffers may hold together; a connection whose "
-        "next frame does not fit is not read until memory frees up (Kafka: "
-        "queued.max.request.bytes, unbounded by default there; here at least "
-        "--max-request-bytes, default %(default)s)")
-    add("--connections-max-idle-ms", type=int, default=defaults_broker.connections_max_idle_ms,
-        help="close connections that send nothing for this long (Kafka: "
-        "connections.max.idle.ms, default %(default)s)")
-    add("--max-connections", type=int, default=None,
-        help="open client connections at most; new ones over it are closed at once (Kafka: "
-        "max.connections; default: half the open-file limit, keeping the rest for segments)")
-    add("--max-connections-per-ip", type=int, default=None,
-        help="open connections per client address at most (Kafka: max.connections.per.ip; "
-        "default: only --max-connections applies)")
-    add("--fetch-max-bytes", type=int, default=defaults_broker.fetch_max_bytes,
-        help="record bytes per fetch response at most, whatever the request asks; the first "
-        "batch is whole even if larger (KIP-74) (Kafka: fetch.max.bytes, default %(default)s)")
-    add("--max-created-partitions-per-request", type=int,
-        default=defaults_broker.max_created_partitions_per_request,
-        help="partitions one CreateTopics request may create (more: POLICY_VIOLATION), and "
-        "auto-creation may create per Metadata or Produce request (the topics beyond get the "
-        "retriable LEADER_NOT_AVAILABLE); creation runs on the event loop (default %(default)s)")
-    add("--tail-window-bytes", type=int, default=64 * 1024 * 1024,
-        help="fetches starting within this many bytes of the log end count as tail reads")
-    add("--retention-check-interval-ms", type=int, default=5_000)
-    add("--group-min-session-timeout-ms", type=int, default=1_000)
-    add("--group-initial-rebalance-delay-ms", type=int, default=0)
-    add("--fetch-slowdown", type=float, default=1.0,
-        help="stretch every fetch's send time by this factor: a deliberate regression for "
-        "testing that performance comparisons catch one (default 1: off)")
     add("--log-level", default="WARNING", help="Python logging level for stderr")
+    for item in SETTINGS.values():
+        _add_setting(parser, item)
+    parser.set_defaults(port=9092)  # a broker started by hand listens where Kafka would
     return parser
+
+
+def _add_setting(parser: argparse.ArgumentParser, item: Setting) -> None:
+    """One setting's flag: booleans switch their default off or on, the rest take a value."""
+    kafka = f" (Kafka: {item.kafka})" if item.kafka else ""
+    if isinstance(item.default, bool):
+        flag = item.flag if not item.default else "--no-" + item.flag.removeprefix("--")
+        parser.add_argument(flag, dest=item.name, action="store_const", const=not item.default,
+                            default=item.default, help=item.help + kafka)
+        return
+    convert = type(item.default) if item.default is not None else int
+    parser.add_argument(item.flag, dest=item.name, type=convert, default=item.default,
+                        choices=item.choices,
+                        help=f"{item.help}{kafka} (default {item.default})")
 
 
 def config_from_args(args: argparse.Namespace) -> BrokerConfig:
@@ -104,34 +64,14 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         raise SystemExit("error: --tls-cert and --tls-key go together")
     if args.copy and args.tls_cert:
         raise SystemExit("error: --copy is implied by TLS; give one or the other")
+    values = {name: getattr(args, name) for name in SETTINGS}
+    if values["metrics_port"] is not None and values["metrics_port"] < 0:
+        values["metrics_port"] = None
     try:
-        log_config = LogConfig(
-            segment_bytes=args.segment_bytes, index_interval_bytes=args.index_interval_bytes,
-            retention_bytes=args.retention_bytes, retention_ms=args.retention_ms,
-            segment_ms=args.segment_ms, max_message_bytes=args.max_message_bytes,
-            fsync=args.fsync, fsync_interval_ms=args.fsync_interval_ms,
-        )
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from exc
-    try:
+        log_config = LogConfig(**{n: v for n, v in values.items() if SETTINGS[n].scope == "log"})
         return BrokerConfig(
-            log_dir=args.log_dir, host=args.host, port=args.port,
-            metrics_port=None if args.metrics_port < 0 else args.metrics_port,
-            metrics_host=args.metrics_host,
-            queued_max_request_bytes=args.queued_max_request_bytes,
-            connections_max_idle_ms=args.connections_max_idle_ms,
-            max_connections=args.max_connections,
-            max_connections_per_ip=args.max_connections_per_ip,
-            fetch_max_bytes=args.fetch_max_bytes,
-            max_created_partitions_per_request=args.max_created_partitions_per_request,
-            copy=args.copy, tls_cert=args.tls_cert, tls_key=args.tls_key, log=log_config,
-            auto_create_topics=not args.no_auto_create_topics, num_partitions=args.num_partitions,
-            max_request_bytes=args.max_request_bytes, tail_window_bytes=args.tail_window_bytes,
-            retention_check_interval_ms=args.retention_check_interval_ms,
-            group_min_session_timeout_ms=args.group_min_session_timeout_ms,
-            group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
-            fetch_slowdown=args.fetch_slowdown,
-        )
+            log_dir=args.log_dir, tls_cert=args.tls_cert, tls_key=args.tls_key, log=log_config,
+            **{n: v for n, v in values.items() if SETTINGS[n].scope == "broker"})
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from exc
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from reference_broker.groups import OFFSETS_TOPIC
 from reference_broker.log import (
     InvalidConfig,
     InvalidTopic,
@@ -39,9 +40,8 @@ FIRST_PRODUCE_VERSION_ACCEPTED = 3
 
 CLUSTER_ID = "logbench-reference-broker"
 NO_AUTHORIZED_OPERATIONS = -(2**31)
-CONSUMER_OFFSETS_TOPIC = "__consumer_offsets"
 INTERNAL_TOPICS = frozenset(
-    {CONSUMER_OFFSETS_TOPIC, "__transaction_state", "__share_group_state", "__cluster_metadata"}
+    {OFFSETS_TOPIC, "__transaction_state", "__share_group_state", "__cluster_metadata"}
 )
 """Names Kafka keeps for itself (its internal topics and the KRaft metadata log). Clients may
 read them but never write or create them: one foreign record in ``__consumer_offsets`` is a

@@ -18,12 +18,11 @@ import ssl
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
 from reference_broker.admission import ConnectionQuotas, RequestMemory, default_max_connections
-from reference_broker.groups import GroupCoordinator, OffsetStore, consumer_lag
+from reference_broker.config import BrokerConfig
+from reference_broker.groups import OFFSETS_TOPIC, GroupCoordinator, OffsetStore, consumer_lag
 from reference_broker.handlers import (
     ADVERTISED,
     HANDLERS,
@@ -31,7 +30,7 @@ from reference_broker.handlers import (
     Request,
     api_versions_body,
 )
-from reference_broker.log import LogConfig, LogStore
+from reference_broker.log import LogStore
 from reference_broker.metrics import Labels, Metrics
 from reference_broker.protocol import (
     ApiKey,
@@ -47,81 +46,11 @@ from reference_broker.transmit import make_transmitter
 
 log = logging.getLogger("reference_broker")
 
-OFFSETS_TOPIC = "__consumer_offsets"
-RESPONSE_LIMIT = 1 << 30
 T = TypeVar("T")
 
 
 class _Idle(Exception):
     """No bytes from the client for connections.max.idle.ms."""
-
-
-@dataclass(frozen=True)
-class BrokerConfig:
-    """Everything a broker is started with (the command line maps onto this one to one)."""
-
-    log_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 0
-    metrics_port: int | None = 0  # None: no metrics endpoint
-    # Not --host: the broker has no authentication, its metrics should not follow it outward.
-    metrics_host: str = "127.0.0.1"
-    copy: bool = False  # ship fetches by pread + send instead of sendfile
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    log: LogConfig = field(default_factory=LogConfig)
-    auto_create_topics: bool = True
-    num_partitions: int = 1
-    max_request_bytes: int = 100 * 1024 * 1024  # socket.request.max.bytes
-    queued_max_request_bytes: int = 256 * 1024 * 1024  # memory for request buffers, all in all
-    connections_max_idle_ms: int = 600_000
-    max_connections: int | None = None  # None: half the open-file limit
-    max_connections_per_ip: int | None = None  # None: only max_connections applies
-    fetch_max_bytes: int = 57_671_680  # 55 MiB, Kafka's fetch.max.bytes
-    max_created_partitions_per_request: int = 1_000
-    tail_window_bytes: int = 64 * 1024 * 1024
-    node_id: int = 0
-    retention_check_interval_ms: int = 5_000
-    group_min_session_timeout_ms: int = 1_000
-    group_max_session_timeout_ms: int = 1_800_000
-    group_initial_rebalance_delay_ms: int = 0
-    fetch_slowdown: float = 1.0  # > 1 stretches every fetch send: an injected regression
-
-    def __post_init__(self) -> None:
-        """Refuse incoherent limits (ValueError naming the flag) rather than misbehave later."""
-        at_least_one = {
-            "--max-request-bytes": self.max_request_bytes,
-            "--connections-max-idle-ms": self.connections_max_idle_ms,
-            "--max-connections": self.max_connections,
-            "--max-connections-per-ip": self.max_connections_per_ip,
-            "--max-created-partitions-per-request": self.max_created_partitions_per_request,
-        }
-        for flag, value in at_least_one.items():
-            if value is not None and value < 1:
-                raise ValueError(f"{flag} must be at least 1, not {value}")
-        # A response holds at most fetch.max.bytes plus one batch (itself within one request),
-        # so keeping both at or below 1 GiB keeps every response within its int32 size field.
-        if not 1024 <= self.fetch_max_bytes <= RESPONSE_LIMIT:
-            raise ValueError(f"--fetch-max-bytes must be in [1024, {RESPONSE_LIMIT}]")
-        if self.max_request_bytes > RESPONSE_LIMIT:
-            raise ValueError(f"--max-request-bytes must be at most {RESPONSE_LIMIT}")
-        if self.queued_max_request_bytes < self.max_request_bytes:
-            raise ValueError(
-                "--queued-max-request-bytes must be at least --max-request-bytes, "
-                "or the largest frame could never be read"
-            )
-        if self.num_partitions > self.max_created_partitions_per_request:
-            raise ValueError(
-                "--num-partitions must be at most "
-                "--max-created-partitions-per-request, or no topic is auto-created"
-            )
-
-    @property
-    def transmit_mode(self) -> str:
-        """``tls`` when TLS is on (it always copies), else ``copy`` or ``zerocopy``."""
-        if self.tls_cert is not None:
-            return "tls"
-        return "copy" if self.copy else "zerocopy"
 
 
 class AppendNotifier:

@@ -14,9 +14,10 @@ from reference_broker.groups.coordinator import (
     SyncGroupResult,
 )
 from reference_broker.groups.lag import LagRow, consumer_lag
-from reference_broker.groups.offsets import CommittedOffset, OffsetStore
+from reference_broker.groups.offsets import OFFSETS_TOPIC, CommittedOffset, OffsetStore
 
 __all__ = [
+    "OFFSETS_TOPIC",
     "CommittedOffset",
     "GroupCoordinator",
     "GroupMember",

@@ -32,6 +32,9 @@ from reference_broker.records import (
     read_header,
 )
 
+OFFSETS_TOPIC = "__consumer_offsets"
+"""The internal topic committed offsets live in (the broker creates it; clients may not write)."""
+
 log = logging.getLogger(__name__)
 
 KEY_VERSION = 1
