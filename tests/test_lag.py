@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -51,13 +52,19 @@ def test_fractional_start_and_bad_start(filled):
 def test_member_errors_are_raised_not_lost(filled):
     """A member process that fails (here: the broker is killed under it) fails the run."""
     fleet = Fleet(filled.bootstrap, "events").tail(1)
-    killer = threading.Timer(0.3, filled.kill)
+
+    def kill_once_the_member_is_connected() -> None:
+        deadline = time.monotonic() + 60
+        while filled.metric("logbench_connections") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # a spawned member takes a while to start on a busy machine
+        time.sleep(0.2)
+        filled.kill()
+
+    killer = threading.Thread(target=kill_once_the_member_is_connected, daemon=True)
     killer.start()
-    try:
-        with pytest.raises(RuntimeError, match="fleet member tail-0 failed") as failure:
-            fleet.run(seconds=3)
-    finally:
-        killer.cancel()
+    with pytest.raises(RuntimeError, match="fleet member tail-0 failed") as failure:
+        fleet.run(seconds=30)
+    killer.join(timeout=60)
     assert isinstance(failure.value.__cause__, ConnectionError | OSError)
     assert "Traceback" in str(failure.value)  # the member's own traceback crosses over
 
