@@ -26,7 +26,7 @@ from typing import Any, Literal
 import psutil
 
 from pytest_logbench import pagecache
-from pytest_logbench.measure import MetricsWindow
+from pytest_logbench.brokers import MetricsWindow
 from pytest_logbench.results import METRICS, Result, paired_ratios
 from pytest_logbench.stats import (
     DEFAULT_CONFIDENCE,

@@ -28,8 +28,8 @@ from pytest_logbench.receive import (
     make_drain,
     use_kernel_timeouts,
 )
+from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey, decode_response, encode_request, read_frame_size
-from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import Compression, build_batch, iter_batches
 
 __all__ = ["Connection", "Consumer", "FetchResult", "HarnessClient", "KafkaError", "Producer",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reference_broker.protocol.errors import ErrorCode
+from reference_broker.errors import ErrorCode
 
 
 class KafkaError(Exception):

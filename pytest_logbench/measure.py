@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pytest_logbench.brokers import LocalOnly, metric_sum
+from pytest_logbench.brokers import LocalOnly
 from pytest_logbench.results import ResidencySample, Result, Round
 
 if TYPE_CHECKING:
@@ -39,44 +39,6 @@ if TYPE_CHECKING:
 
 # The plugin imports this module at every pytest start: the client (and with it the broker's
 # wire codec), ssl, psutil and the page-cache module are imported where first needed.
-
-# --- broker counters over a window -----------------------------------------------------------
-
-
-class MetricsWindow:
-    """Deltas of a broker's counters over a ``with`` block (``broker.metrics()`` snapshots).
-
-    On exit it waits briefly until every byte a fetch counted was also counted as sent: the
-    broker counts a slice as sent after the send completes (and after an injected slowdown's
-    sleep), which can be just after the client already has the bytes.
-    """
-
-    SETTLE_SECONDS = 2.0
-
-    def __init__(self, broker: Any) -> None:
-        self.broker = broker
-        self.before: dict[str, list[dict[str, Any]]] = {}
-        self.after: dict[str, list[dict[str, Any]]] = {}
-
-    def __enter__(self) -> MetricsWindow:
-        self.before = self.broker.metrics()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if exc_type is not None:  # the window failed: its counters are not worth waiting for
-            return
-        deadline = time.monotonic() + self.SETTLE_SECONDS
-        while True:
-            self.after = self.broker.metrics()
-            fetched = self.delta("logbench_fetch_bytes_total")
-            if self.delta("logbench_bytes_sent_total") >= fetched or time.monotonic() > deadline:
-                return
-            time.sleep(0.02)
-
-    def delta(self, name: str, **labels: str) -> float:
-        """Change of counter ``name`` summed over the samples whose labels include ``labels``."""
-        return metric_sum(self.after, name, labels) - metric_sum(self.before, name, labels)
-
 
 # --- the meter -------------------------------------------------------------------------------
 

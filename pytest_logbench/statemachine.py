@@ -48,7 +48,7 @@ from hypothesis.stateful import (
 from pytest_logbench.brokers import ExternalBroker, LocalOnly
 from pytest_logbench.client import FetchResult, HarnessClient, KafkaError
 from pytest_logbench.strategies import BatchSpec, batch_of_size, batches, examples, timestamps
-from reference_broker.protocol.errors import ErrorCode
+from reference_broker.errors import ErrorCode
 from reference_broker.records import BatchHeader, Record, iter_records
 
 LOG_MACHINE_CI_EXAMPLES = 60

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_logbench.measure import MetricsWindow
+from pytest_logbench.brokers import MetricsWindow
 from reference_broker.records import HEADER_SIZE
 
 TracerKind = Literal["perf-stat", "perf-record", "strace"]

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from reference_broker.errors import ErrorCode
 from reference_broker.groups import OFFSETS_TOPIC
 from reference_broker.log import (
     InvalidConfig,
@@ -24,7 +25,6 @@ from reference_broker.log import (
 )
 from reference_broker.log.partition import PartitionLog
 from reference_broker.protocol import SCHEMA_VERSIONS, ApiKey, RequestHeader
-from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import InvalidBatch
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from types import ModuleType
 import cramjam
 import crc32c
 
-from reference_broker.protocol.errors import ErrorCode
+from reference_broker.errors import ErrorCode
 
 HEADER_SIZE = 61
 """Bytes of a v2 batch header, base offset to record count."""

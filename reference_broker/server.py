@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from reference_broker.admission import ConnectionQuotas, RequestMemory, default_max_connections
 from reference_broker.config import BrokerConfig
+from reference_broker.errors import ErrorCode
 from reference_broker.groups import OFFSETS_TOPIC, GroupCoordinator, OffsetStore, consumer_lag
 from reference_broker.handlers import (
     ADVERTISED,
@@ -41,7 +42,6 @@ from reference_broker.protocol import (
     encode_response,
     read_frame_size,
 )
-from reference_broker.protocol.errors import ErrorCode
 from reference_broker.transmit import make_transmitter
 
 log = logging.getLogger("reference_broker")

@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from pytest_logbench.client import Connection, HarnessClient, KafkaError
+from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey
-from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import build_batch, iter_batches
 
 METADATA_VERSION = 8

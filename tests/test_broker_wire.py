@@ -16,8 +16,8 @@ import crc32c
 import pytest
 
 from pytest_logbench.client import Connection, HarnessClient, KafkaError
+from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey, encode_request
-from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import build_batch
 
 RECORDS = [(b"k", b"v" * 100, [])] * 10

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from pytest_logbench.client import Connection
+from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey, encode_request
-from reference_broker.protocol.errors import ErrorCode
 
 SESSION_MS = 10_000
 """Long enough that no raw member expires during a test: expiry has its own test with clients."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from reference_broker.errors import ErrorCode
 from reference_broker.groups import (
     GroupCoordinator,
     GroupMember,
@@ -24,7 +25,6 @@ from reference_broker.groups import (
 )
 from reference_broker.log.config import LogConfig
 from reference_broker.log.partition import PartitionLog
-from reference_broker.protocol.errors import ErrorCode
 
 GROUP = "g"
 SESSION_MS = 10_000

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from reference_broker.errors import ErrorCode
 from reference_broker.groups import GroupCoordinator, LagRow, OffsetStore, consumer_lag
 from reference_broker.groups.offsets import CommittedOffset, decode_value, encode_value
 from reference_broker.log.config import LogConfig
 from reference_broker.log.partition import PartitionLog
-from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import build_batch
 
 CRASHING_COMMITTER = textwrap.dedent("""

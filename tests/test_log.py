@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch
 
 from pytest_logbench.strategies import examples
+from reference_broker.errors import ErrorCode
 from reference_broker.log import (
     CLEAN_SHUTDOWN_MARKER,
     FileSlice,
@@ -24,7 +25,6 @@ from reference_broker.log import (
     RecordListTooLarge,
 )
 from reference_broker.log.recovery import RECOVERY_POINT_FILE
-from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import (
     Compression,
     InvalidBatch,

@@ -21,8 +21,8 @@ import pytest
 from pytest_logbench.brokers import BrokerOptions, ReferenceBroker
 from pytest_logbench.client import HarnessClient, KafkaError
 from pytest_logbench.statemachine import fetch_batches
+from reference_broker.errors import ErrorCode
 from reference_broker.log import CLEAN_SHUTDOWN_MARKER, KafkaStorageError, LogConfig, PartitionLog
-from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import build_batch, iter_batches
 
 VALUE = b"v" * 200

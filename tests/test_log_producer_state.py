@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from reference_broker.errors import ErrorCode
 from reference_broker.log import (
     CLEAN_SHUTDOWN_MARKER,
     InvalidProducerEpoch,
@@ -15,7 +16,6 @@ from reference_broker.log import (
     PartitionLog,
 )
 from reference_broker.log.producer_ids import BLOCK_SIZE, PRODUCER_ID_BLOCK_FILE
-from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import build_batch
 from tests.test_log import Logs, open_logs
 

@@ -19,7 +19,7 @@ from pytest_logbench.strategies import (
     shrink_timeout,
     topic_names,
 )
-from reference_broker.protocol.errors import ErrorCode
+from reference_broker.errors import ErrorCode
 from reference_broker.records import Record
 
 BATCH = BatchSpec((Record(0, 1_000, b"key", b"value", []),))

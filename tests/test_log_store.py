@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from reference_broker.errors import ErrorCode
 from reference_broker.log import (
     CLEAN_SHUTDOWN_MARKER,
     InvalidConfig,
@@ -16,7 +17,6 @@ from reference_broker.log import (
     UnknownTopic,
     validate_topic_name,
 )
-from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import build_batch
 
 

@@ -26,8 +26,8 @@ from pytest_logbench.brokers import ExternalBroker
 from pytest_logbench.client import CREATE_TOPICS_VERSION, HarnessClient
 from pytest_logbench.statemachine import fetch_batches
 from pytest_logbench.strategies import BatchSpec, examples, request_frames, shrink_timeout
+from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey
-from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import InvalidBatch, Record, validate_batches
 
 pytestmark = [pytest.mark.slow, pytest.mark.logbench_local,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from reference_broker.protocol.errors import ErrorCode
+from reference_broker.errors import ErrorCode
 from reference_broker.records import (
     HEADER_SIZE,
     LOG_OVERHEAD,

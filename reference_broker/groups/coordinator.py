@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple, TypeVar
 
+from reference_broker.errors import ErrorCode
 from reference_broker.groups.offsets import OffsetStore
-from reference_broker.protocol.errors import ErrorCode
 
 NO_GENERATION = -1
 """The generation a JoinGroup error carries, and a standalone consumer commits with."""

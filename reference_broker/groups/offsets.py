@@ -20,9 +20,9 @@ import struct
 import time
 from dataclasses import dataclass
 
+from reference_broker.errors import ErrorCode
 from reference_broker.log.errors import RecordListTooLarge
 from reference_broker.log.partition import PartitionLog
-from reference_broker.protocol.errors import ErrorCode
 from reference_broker.records import (
     CompressionUnavailable,
     InvalidBatch,

@@ -6,7 +6,7 @@ a handler can turn any of these into a response with ``exc.error_code``.
 
 from typing import ClassVar
 
-from reference_broker.protocol.errors import ErrorCode
+from reference_broker.errors import ErrorCode
 
 
 class LogError(Exception):

@@ -4,6 +4,8 @@ Bodies are plain dicts keyed by the snake_case names of the fields in Kafka's JS
 definitions; see ``docs/architecture.md`` for the contract and ``messages.py`` for every field.
 """
 
+from reference_broker.errors import ErrorCode
+
 from .api_keys import SCHEMA_VERSIONS, ApiKey
 from .codec import (
     decode_request,
@@ -12,7 +14,6 @@ from .codec import (
     encode_response,
     read_frame_size,
 )
-from .errors import ErrorCode
 from .exceptions import EncodeError, ProtocolError, UnsupportedVersion
 from .header import RequestHeader, decode_request_header
 from .messages import request_schema, response_schema
