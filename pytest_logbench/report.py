@@ -210,20 +210,31 @@ class Change:
 
     @property
     def regressed(self) -> bool:
-        """Worse than the threshold by the bound most favourable to the current run, in the
-        best round too, and (where a control was measured) relative to the machine's ceiling
-        as well. Contention only ever slows rounds down, so the best round is the least
-        contaminated view of the code; and a machine slower because it is busy slows the
+        """Worse than the threshold by the bound most favourable to the current run, and in
+        the best round too, unless (where a control was measured) the run kept pace with the
+        machine's ceiling. Contention only ever slows rounds down, so the best round is the
+        least contaminated view of the code; and a machine slower because it is busy slows the
         control too, while a broker that regressed does not."""
         if self.strict is None or self.threshold is None or self.best is None:
             return False
-        if self.control is not None and not self.control.regressed:
+        if self.control is not None and self.control.excuses(self.threshold):
             return False
         limit = self.threshold.fraction
         if self.basis == "relative":  # the best round of a ratio is as often a slow control
             return self._beyond(self.strict, limit)
         best = RatioBounds(self.best, self.best, self.best, 1.0)
         return self._beyond(self.strict, limit) and self._beyond(best, limit)
+
+    def excuses(self, threshold: Threshold) -> bool:
+        """Whether this change relative to the control says the run kept pace with the
+        machine: its estimate is within the threshold. A control only ever vetoes a verdict
+        (a machine slowed by its neighbours slowed the control too); it never makes one, since
+        the control's own noise would then decide."""
+        if self.bounds is None:
+            return False
+        if METRICS[self.basis].higher_is_better:
+            return self.bounds.estimate >= 1 - threshold.fraction
+        return self.bounds.estimate <= 1 + threshold.fraction
 
     def _beyond(self, bounds: RatioBounds, limit: float) -> bool:
         if METRICS[self.basis].higher_is_better:

@@ -81,3 +81,12 @@ def test_the_docs_document_every_metric():
 
 def test_readme_is_short():
     assert len((ROOT / "README.md").read_text().splitlines()) < 250
+
+
+def test_the_public_api_is_reachable_from_the_package():
+    import pytest_logbench
+
+    for name in pytest_logbench.__all__:
+        assert getattr(pytest_logbench, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = pytest_logbench.nothing
