@@ -21,10 +21,12 @@ from typing import Any
 import pytest
 
 from pytest_logbench import hookspecs
+from pytest_logbench.baselines import Baselines, parse_threshold
 from pytest_logbench.brokers import BrokerOptions, ExternalBroker, LocalOnly, ReferenceBroker
 from pytest_logbench.client import Consumer, Producer
 from pytest_logbench.measure import Budget, Meter, Verdict
-from pytest_logbench.report import Baselines, SessionReport, parse_threshold, plots_unavailable
+from pytest_logbench.plots import plots_unavailable
+from pytest_logbench.report import SessionReport
 from pytest_logbench.workloads import client_options
 
 REPORT_KEY = pytest.StashKey[SessionReport]()

@@ -30,3 +30,8 @@ def print_comparison(title: str, a: Result, b: Result,
         print(f"{'':<24} {a.name} / {b.name} per round: median {ratios[metric]:.2f} "
               f"(rounds {', '.join(f'{r:.2f}' for r in per_round)})")
     return ratios
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut from the left to ``width`` characters (test ids end in what matters)."""
+    return text if len(text) <= width else "..." + text[-(width - 3):]

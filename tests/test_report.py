@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_logbench.report import (
+from pytest_logbench.baselines import (
     Baselines,
     Change,
     Threshold,
