@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 
 from pytest_logbench.brokers import ExternalBroker
 from pytest_logbench.client import CREATE_TOPICS_VERSION, HarnessClient
+from pytest_logbench.fuzz import request_frames
 from pytest_logbench.statemachine import fetch_batches
-from pytest_logbench.strategies import BatchSpec, examples, request_frames, shrink_timeout
+from pytest_logbench.strategies import BatchSpec, examples, shrink_timeout
 from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey
 from reference_broker.records import InvalidBatch, Record, validate_batches
