@@ -1,0 +1,257 @@
+"""Produce, InitProducerId, Fetch and ListOffsets: the data path, bytes in and file slices out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reference_broker.errors import ErrorCode
+from reference_broker.handlers.common import (
+    FIRST_PRODUCE_VERSION_ACCEPTED,
+    INTERNAL_TOPICS,
+    Body,
+    CloseConnection,
+    Request,
+    auto_create,
+    partition_or_error,
+)
+from reference_broker.log import (
+    LogError,
+    OffsetOutOfRange,
+)
+from reference_broker.log.partition import PartitionLog
+from reference_broker.records import InvalidBatch
+
+if TYPE_CHECKING:
+    from reference_broker.server import Broker
+
+
+async def handle_produce(broker: Broker, request: Request) -> Body | None:
+    body, version = request.body, request.version
+    acks = body["acks"]
+    responses, failures = [], []
+    refused: dict[str, ErrorCode] = {}
+    if version >= FIRST_PRODUCE_VERSION_ACCEPTED and acks in (-1, 0, 1):
+        refused = await auto_create(broker, (t["name"] for t in body["topic_data"]))
+    for topic in body["topic_data"]:
+        partitions = []
+        for data in topic["partition_data"]:
+            if version < FIRST_PRODUCE_VERSION_ACCEPTED:
+                error, base, log, message = (
+                    ErrorCode.UNSUPPORTED_VERSION,
+                    -1,
+                    None,
+                    "produce v0-2 carry pre-v2 message formats",
+                )
+            elif acks not in (-1, 0, 1):
+                error, base, log, message = (
+                    ErrorCode.INVALID_REQUIRED_ACKS,
+                    -1,
+                    None,
+                    f"acks must be -1, 0 or 1, got {acks}",
+                )
+            elif topic["name"] in INTERNAL_TOPICS:
+                error, base, log, message = (
+                    ErrorCode.INVALID_TOPIC_EXCEPTION,
+                    -1,
+                    None,
+                    f"Cannot append to internal topic {topic['name']}",
+                )
+            elif topic["name"] in refused:
+                error, base, log, message = refused[topic["name"]], -1, None, None
+            else:
+                error, base, log, message = _append(broker, topic["name"], data)
+            if error != ErrorCode.NONE:
+                failures.append(f"{topic['name']}-{data['index']}: {error.name} {message or ''}")
+            partitions.append(
+                {
+                    "index": data["index"],
+                    "error_code": error,
+                    "base_offset": base,
+                    "log_append_time_ms": -1,
+                    "log_start_offset": log.log_start_offset if log else -1,
+                    "record_errors": [],
+                    "error_message": message,
+                }
+            )
+        responses.append({"name": topic["name"], "partition_responses": partitions})
+    if acks == 0:
+        if failures:
+            raise CloseConnection("acks=0 produce failed: " + "; ".join(failures))
+        return None
+    return {"responses": responses, "throttle_time_ms": 0}
+
+
+def _append(
+    broker: Broker, topic: str, data: Body
+) -> tuple[ErrorCode, int, PartitionLog | None, str | None]:
+    found = partition_or_error(broker, topic, data["index"], create=True)
+    if isinstance(found, ErrorCode):
+        return found, -1, None, None
+    records = data["records"]
+    try:
+        result = found.append(records if records is not None else b"")
+    except (InvalidBatch, LogError) as exc:
+        broker.metrics.add("logbench_produce_rejected_batches_total", error=exc.error_code.name)
+        return exc.error_code, -1, found, str(exc)
+    if result.duplicate:  # an idempotent producer's retry: answered, nothing appended
+        broker.metrics.add("logbench_produce_duplicate_batches_total")
+    else:
+        broker.metrics.add("logbench_produce_bytes_total", result.size)
+        broker.metrics.add("logbench_produce_records_total", result.record_count)
+        broker.appends.notify(topic, data["index"])
+    return ErrorCode.NONE, result.base_offset, found, None
+
+
+async def handle_init_producer_id(broker: Broker, request: Request) -> Body:
+    if request.body.get("transactional_id") is not None:
+        return {
+            "throttle_time_ms": 0,
+            "error_code": ErrorCode.INVALID_REQUEST,
+            "producer_id": -1,
+            "producer_epoch": -1,
+        }
+    try:
+        producer_id = broker.producer_ids.allocate()
+    except LogError as exc:
+        return {
+            "throttle_time_ms": 0,
+            "error_code": exc.error_code,
+            "producer_id": -1,
+            "producer_epoch": -1,
+        }
+    return {
+        "throttle_time_ms": 0,
+        "error_code": ErrorCode.NONE,
+        "producer_id": producer_id,
+        "producer_epoch": 0,
+    }
+
+
+@dataclass
+class _FetchRead:
+    topic: str
+    partition: Body
+    tail_distance: int = -1
+    length: int = 0
+
+
+async def handle_fetch(broker: Broker, request: Request) -> Body:
+    """Read every requested partition; long-poll until min_bytes arrive or max_wait passes."""
+    body = request.body
+    deadline = time.monotonic() + body["max_wait_ms"] / 1000
+    wanted = _distinct_partitions(body)
+    # Kafka caps a response at the smaller of the request's max_bytes (absent before v3) and
+    # the broker's fetch.max.bytes, which also keeps it far below the 2 GiB a size field holds.
+    budget = min(
+        body.get("max_bytes", broker.config.fetch_max_bytes), broker.config.fetch_max_bytes
+    )
+    while True:
+        reads = list(_read_partitions(broker, wanted, budget))
+        total = sum(r.length for r in reads)
+        errors = any(r.partition["error_code"] != ErrorCode.NONE for r in reads)
+        remaining = deadline - time.monotonic()
+        if total >= body["min_bytes"] or errors or not wanted or remaining <= 0:
+            break
+        await broker.appends.wait(wanted, remaining)
+    for read in reads:
+        if read.length:
+            kind = "tail" if read.tail_distance <= broker.config.tail_window_bytes else "history"
+            broker.metrics.add("logbench_fetch_bytes_total", read.length, read=kind)
+            broker.metrics.add("logbench_fetch_reads_total", 1, read=kind)
+    topics: dict[str, list[Body]] = {}
+    for read in reads:
+        topics.setdefault(read.topic, []).append(read.partition)
+    return {
+        "throttle_time_ms": 0,
+        "error_code": ErrorCode.NONE,
+        "session_id": 0,
+        "responses": [{"topic": name, "partitions": parts} for name, parts in topics.items()],
+    }
+
+
+def _distinct_partitions(body: Body) -> dict[tuple[str, int], Body]:
+    """The requested partitions, each once: Kafka keys a fetch by partition, so a partition
+    named twice is read once (with its last entry), not once per mention."""
+    return {(t["topic"], p["partition"]): p for t in body["topics"] for p in t["partitions"]}
+
+
+def _read_partitions(
+    broker: Broker, wanted: dict[tuple[str, int], Body], budget: int
+) -> Iterator[_FetchRead]:
+    # KIP-74: the first partition with data gets its whole first batch even when that batch is
+    # larger than the limits, so a consumer can always make progress.
+    sent_any = False
+    for (topic, index), wanted_partition in wanted.items():
+        response = {
+            "partition_index": index,
+            "error_code": ErrorCode.NONE,
+            "high_watermark": -1,
+            "last_stable_offset": -1,
+            "log_start_offset": -1,
+            "aborted_transactions": None,
+            "preferred_read_replica": -1,
+            "records": b"",
+        }
+        read = _FetchRead(topic, response)
+        found = partition_or_error(broker, topic, index, create=False)
+        if isinstance(found, ErrorCode):
+            response["error_code"] = found
+            yield read
+            continue
+        limit = min(wanted_partition["partition_max_bytes"], budget)
+        try:
+            result = found.read(wanted_partition["fetch_offset"], max(limit, 1))
+        except OffsetOutOfRange:
+            result = None
+            response["error_code"] = ErrorCode.OFFSET_OUT_OF_RANGE
+        response["high_watermark"] = found.log_end_offset
+        response["last_stable_offset"] = found.log_end_offset
+        response["log_start_offset"] = found.log_start_offset
+        piece = result.slice if result is not None else None
+        if piece is not None and (piece.length <= limit or not sent_any):
+            response["records"] = piece
+            read.length, read.tail_distance = piece.length, result.tail_distance
+            budget -= piece.length
+            sent_any = True
+        yield read
+
+
+LATEST_TIMESTAMP, EARLIEST_TIMESTAMP = -1, -2  # ListOffsets' special timestamps
+
+
+async def handle_list_offsets(broker: Broker, request: Request) -> Body:
+    topics = []
+    for topic in request.body["topics"]:
+        partitions = []
+        for wanted in topic["partitions"]:
+            error, offset, timestamp = _list_offset(broker, topic["name"], wanted)
+            partitions.append(
+                {
+                    "partition_index": wanted["partition_index"],
+                    "error_code": error,
+                    "old_style_offsets": [offset] if offset >= 0 else [],
+                    "timestamp": timestamp,
+                    "offset": offset,
+                    "leader_epoch": 0,
+                }
+            )
+        topics.append({"name": topic["name"], "partitions": partitions})
+    return {"throttle_time_ms": 0, "topics": topics}
+
+
+def _list_offset(broker: Broker, topic: str, wanted: Body) -> tuple[ErrorCode, int, int]:
+    found = partition_or_error(broker, topic, wanted["partition_index"], create=False)
+    if isinstance(found, ErrorCode):
+        return found, -1, -1
+    timestamp = wanted["timestamp"]
+    if timestamp == LATEST_TIMESTAMP:
+        return ErrorCode.NONE, found.log_end_offset, -1
+    if timestamp == EARLIEST_TIMESTAMP:
+        return ErrorCode.NONE, found.log_start_offset, -1
+    if timestamp < 0:
+        return ErrorCode.INVALID_REQUEST, -1, -1
+    hit = found.offset_for_timestamp(timestamp)
+    return (ErrorCode.NONE, -1, -1) if hit is None else (ErrorCode.NONE, hit[0], hit[1])

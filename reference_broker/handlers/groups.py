@@ -1,0 +1,175 @@
+"""The consumer-group APIs: coordinator lookup, membership (join, sync, heartbeat, leave)
+and committed offsets, translated into ``GroupCoordinator`` and ``OffsetStore`` calls."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reference_broker.errors import ErrorCode
+from reference_broker.handlers.common import (
+    Body,
+    Request,
+)
+
+if TYPE_CHECKING:
+    from reference_broker.server import Broker
+
+
+COORDINATOR_KEY_GROUP = 0
+
+
+async def handle_find_coordinator(broker: Broker, request: Request) -> Body:
+    if request.body.get("key_type", COORDINATOR_KEY_GROUP) != COORDINATOR_KEY_GROUP:
+        return {
+            "throttle_time_ms": 0,
+            "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
+            "error_message": "transactions are not supported",
+            "node_id": -1,
+            "host": "",
+            "port": -1,
+        }
+    return {
+        "throttle_time_ms": 0,
+        "error_code": ErrorCode.NONE,
+        "error_message": None,
+        "node_id": broker.config.node_id,
+        "host": broker.host,
+        "port": broker.port,
+    }
+
+
+async def handle_join_group(broker: Broker, request: Request) -> Body:
+    body = request.body
+    result = await broker.coordinator.join_group(
+        group_id=body["group_id"],
+        member_id=body["member_id"],
+        group_instance_id=body.get("group_instance_id"),
+        protocol_type=body["protocol_type"],
+        protocols=[(p["name"], bytes(p["metadata"])) for p in body["protocols"]],
+        session_timeout_ms=body["session_timeout_ms"],
+        rebalance_timeout_ms=body.get("rebalance_timeout_ms", -1)
+        if request.version >= 1
+        else body["session_timeout_ms"],
+        client_id=request.header.client_id or "",
+        client_host=request.client_host,
+        require_known_member_id=request.version >= 4,
+    )
+    return {
+        "throttle_time_ms": 0,
+        "error_code": result.error,
+        "generation_id": result.generation_id,
+        "protocol_name": result.protocol_name or "",
+        "leader": result.leader_id,
+        "member_id": result.member_id,
+        "members": [
+            {
+                "member_id": m.member_id,
+                "group_instance_id": m.group_instance_id,
+                "metadata": m.metadata,
+            }
+            for m in result.members
+        ],
+    }
+
+
+async def handle_sync_group(broker: Broker, request: Request) -> Body:
+    body = request.body
+    result = await broker.coordinator.sync_group(
+        group_id=body["group_id"],
+        generation_id=body["generation_id"],
+        member_id=body["member_id"],
+        group_instance_id=body.get("group_instance_id"),
+        protocol_type=body.get("protocol_type"),
+        protocol_name=body.get("protocol_name"),
+        assignments={a["member_id"]: bytes(a["assignment"]) for a in body["assignments"]},
+    )
+    return {"throttle_time_ms": 0, "error_code": result.error, "assignment": result.assignment}
+
+
+async def handle_heartbeat(broker: Broker, request: Request) -> Body:
+    body = request.body
+    error = broker.coordinator.heartbeat(
+        body["group_id"], body["generation_id"], body["member_id"], body.get("group_instance_id")
+    )
+    return {"throttle_time_ms": 0, "error_code": error}
+
+
+async def handle_leave_group(broker: Broker, request: Request) -> Body:
+    body = request.body
+    if request.version >= 3:
+        leaving = [(m["member_id"], m.get("group_instance_id")) for m in body["members"]]
+    else:
+        leaving = [(body["member_id"], None)]
+    result = broker.coordinator.leave_group(body["group_id"], leaving)
+    error = result.error
+    if request.version < 3 and error == ErrorCode.NONE:
+        error = result.members[0][2]  # v0-2 carry one member and no per-member errors
+    return {
+        "throttle_time_ms": 0,
+        "error_code": error,
+        "members": [
+            {"member_id": member, "group_instance_id": instance, "error_code": error}
+            for member, instance, error in result.members
+        ],
+    }
+
+
+async def handle_offset_commit(broker: Broker, request: Request) -> Body:
+    body = request.body
+    offsets = [
+        (topic["name"], p["partition_index"], p["committed_offset"], p.get("committed_metadata"))
+        for topic in body["topics"]
+        for p in topic["partitions"]
+    ]
+    errors = broker.coordinator.commit_offsets(
+        body["group_id"],
+        body.get("generation_id_or_member_epoch", -1),
+        body.get("member_id", ""),
+        body.get("group_instance_id"),
+        offsets,
+    )
+    return {
+        "throttle_time_ms": 0,
+        "topics": [
+            {
+                "name": topic["name"],
+                "partitions": [
+                    {
+                        "partition_index": p["partition_index"],
+                        "error_code": errors[(topic["name"], p["partition_index"])],
+                    }
+                    for p in topic["partitions"]
+                ],
+            }
+            for topic in body["topics"]
+        ],
+    }
+
+
+async def handle_offset_fetch(broker: Broker, request: Request) -> Body:
+    body = request.body
+    requested = body.get("topics")
+    wanted = (
+        None
+        if requested is None
+        else [(t["name"], index) for t in requested for index in t["partition_indexes"]]
+    )
+    error, committed = broker.coordinator.fetch_offsets(body["group_id"], wanted)
+    # v0-1 have no top-level error code: the error goes on every partition instead.
+    partition_error = error if request.version < 2 else ErrorCode.NONE
+    topics: dict[str, list[Body]] = {}
+    for (topic, index), (offset, metadata) in sorted(committed.items()):
+        topics.setdefault(topic, []).append(
+            {
+                "partition_index": index,
+                "committed_offset": offset,
+                "committed_leader_epoch": -1,
+                "metadata": metadata,
+                "error_code": partition_error,
+            }
+        )
+    return {
+        "throttle_time_ms": 0,
+        "error_code": error,
+        "topics": [{"name": name, "partitions": parts} for name, parts in topics.items()],
+    }

@@ -1,0 +1,216 @@
+"""ApiVersions, Metadata, CreateTopics and DescribeConfigs: what the cluster holds and how
+its topics are configured."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from reference_broker.errors import ErrorCode
+from reference_broker.handlers.common import (
+    CLUSTER_ID,
+    INTERNAL_TOPICS,
+    NO_AUTHORIZED_OPERATIONS,
+    Body,
+    Request,
+    auto_create,
+    partition_or_error,
+)
+from reference_broker.log import (
+    InvalidConfig,
+    InvalidTopic,
+    TopicExists,
+    validate_topic_name,
+)
+
+if TYPE_CHECKING:
+    from reference_broker.server import Broker
+
+
+async def handle_metadata(broker: Broker, request: Request) -> Body:
+    body, version = request.body, request.version
+    requested = body.get("topics")
+    if requested is None or (version == 0 and not requested):
+        names = sorted(broker.store.topics())
+    else:
+        names = [t["name"] for t in requested]
+    allow_create = body.get("allow_auto_topic_creation", True) if version >= 4 else True
+    errors = await auto_create(broker, names) if allow_create else {}
+    topics = [_topic_metadata(broker, name, errors.get(name)) for name in names]
+    return {
+        "throttle_time_ms": 0,
+        "brokers": [
+            {
+                "node_id": broker.config.node_id,
+                "host": broker.host,
+                "port": broker.port,
+                "rack": None,
+            }
+        ],
+        "cluster_id": CLUSTER_ID,
+        "controller_id": broker.config.node_id,
+        "topics": topics,
+        "cluster_authorized_operations": NO_AUTHORIZED_OPERATIONS,
+    }
+
+
+def _topic_metadata(broker: Broker, name: str, error: ErrorCode | None) -> Body:
+    found = error or partition_or_error(broker, name, 0, create=False)
+    if isinstance(found, ErrorCode):
+        return {
+            "error_code": found,
+            "name": name,
+            "is_internal": False,
+            "partitions": [],
+            "topic_authorized_operations": NO_AUTHORIZED_OPERATIONS,
+        }
+    node = broker.config.node_id
+    partitions = [
+        {
+            "error_code": ErrorCode.NONE,
+            "partition_index": index,
+            "leader_id": node,
+            "leader_epoch": 0,
+            "replica_nodes": [node],
+            "isr_nodes": [node],
+            "offline_replicas": [],
+        }
+        for index in range(broker.store.topics()[name])
+    ]
+    return {
+        "error_code": ErrorCode.NONE,
+        "name": name,
+        "is_internal": name in INTERNAL_TOPICS,
+        "partitions": partitions,
+        "topic_authorized_operations": NO_AUTHORIZED_OPERATIONS,
+    }
+
+
+MAX_PARTITIONS_PER_REQUEST = 10_000
+"""Kafka refuses a CreateTopics request for more partitions than this in total (KAFKA-17870,
+"Excessively large number of partitions per request"); a fuzzer's num_partitions of
+2**31 - 1 would otherwise fill the disk."""
+
+
+async def handle_create_topics(broker: Broker, request: Request) -> Body:
+    body = request.body
+    requested = sum(
+        broker.config.num_partitions if t["num_partitions"] == -1 else max(t["num_partitions"], 0)
+        for t in body["topics"]
+    )
+    cap = broker.config.max_created_partitions_per_request
+    if requested > MAX_PARTITIONS_PER_REQUEST:
+        # Kafka answers POLICY_VIOLATION; INVALID_PARTITIONS names the problem as well.
+        error, message = (
+            ErrorCode.INVALID_PARTITIONS,
+            (
+                f"Excessively large number of partitions per request: {requested} > "
+                f"{MAX_PARTITIONS_PER_REQUEST}"
+            ),
+        )
+    elif requested > cap:
+        # Partitions are created on the event loop (about 0.2 ms each, more on a busy disk):
+        # the cap keeps one request from stalling every other client for seconds.
+        error, message = (
+            ErrorCode.POLICY_VIOLATION,
+            (
+                f"{requested} partitions in one request exceed this broker's "
+                f"--max-created-partitions-per-request {cap}; create them in several requests"
+            ),
+        )
+    else:
+        results = []
+        for topic in body["topics"]:
+            error, message = _create_topic(broker, topic, validate_only=body.get("validate_only"))
+            results.append({"name": topic["name"], "error_code": error, "error_message": message})
+            await asyncio.sleep(0)  # let other connections in between topics
+        return {"throttle_time_ms": 0, "topics": results}
+    return {
+        "throttle_time_ms": 0,
+        "topics": [
+            {"name": t["name"], "error_code": error, "error_message": message}
+            for t in body["topics"]
+        ],
+    }
+
+
+def _create_topic(
+    broker: Broker, topic: Body, *, validate_only: bool
+) -> tuple[ErrorCode, str | None]:
+    partitions = topic["num_partitions"]
+    partitions = broker.config.num_partitions if partitions == -1 else partitions
+    if topic["replication_factor"] not in (-1, 1):
+        return ErrorCode.INVALID_REPLICATION_FACTOR, "the reference broker is a single node"
+    if topic.get("assignments"):
+        return ErrorCode.INVALID_REQUEST, "manual replica assignments are not supported"
+    if partitions < 1:
+        return ErrorCode.INVALID_PARTITIONS, f"num_partitions must be >= 1, got {partitions}"
+    if topic["name"] in INTERNAL_TOPICS:
+        return ErrorCode.INVALID_TOPIC_EXCEPTION, f"{topic['name']!r} is an internal topic name"
+    overrides = {c["name"]: c["value"] for c in topic.get("configs", [])}
+    try:
+        validate_topic_name(topic["name"])
+        if topic["name"] in broker.store.topics():
+            raise TopicExists(f"topic {topic['name']!r} already exists")
+        if not validate_only:
+            broker.store.create_topic(topic["name"], partitions, overrides)
+    except (InvalidTopic, TopicExists, InvalidConfig) as exc:
+        return exc.error_code, str(exc)
+    return ErrorCode.NONE, None
+
+
+# DescribeConfigs resource types and config sources (Kafka's ConfigResource / ConfigSource).
+RESOURCE_TOPIC, RESOURCE_BROKER = 2, 4
+CONFIG_SOURCE_TOPIC, CONFIG_SOURCE_STATIC_BROKER, CONFIG_SOURCE_DEFAULT = 1, 4, 5
+
+
+async def handle_describe_configs(broker: Broker, request: Request) -> Body:
+    results = []
+    for resource in request.body["resources"]:
+        kind, name = resource["resource_type"], resource["resource_name"]
+        error, message, configs, overridden = ErrorCode.NONE, None, {}, set()
+        if kind == RESOURCE_TOPIC and name in broker.store.topics():
+            configs = broker.store.topic_config(name).topic_configs()
+            overridden = set(broker.store.topic_overrides(name))
+        elif kind == RESOURCE_TOPIC:
+            error, message = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}"
+        elif kind == RESOURCE_BROKER:
+            configs = {
+                "broker.id": str(broker.config.node_id),
+                "auto.create.topics.enable": str(broker.config.auto_create_topics).lower(),
+                "num.partitions": str(broker.config.num_partitions),
+            }
+        else:
+            error, message = ErrorCode.INVALID_REQUEST, f"resource type {kind} is not supported"
+        wanted = resource.get("configuration_keys")
+        entries = [
+            {
+                "name": key,
+                "value": value,
+                "read_only": kind == RESOURCE_BROKER,
+                "is_default": key not in overridden and kind == RESOURCE_TOPIC,
+                "config_source": _config_source(kind, key in overridden),
+                "is_sensitive": False,
+                "synonyms": [],
+                "config_type": 0,
+                "documentation": None,
+            }
+            for key, value in sorted(configs.items())
+            if wanted is None or key in wanted
+        ]
+        results.append(
+            {
+                "error_code": error,
+                "error_message": message,
+                "resource_type": kind,
+                "resource_name": name,
+                "configs": entries,
+            }
+        )
+    return {"throttle_time_ms": 0, "results": results}
+
+
+def _config_source(kind: int, overridden: bool) -> int:
+    if kind == RESOURCE_BROKER:
+        return CONFIG_SOURCE_STATIC_BROKER
+    return CONFIG_SOURCE_TOPIC if overridden else CONFIG_SOURCE_DEFAULT
