@@ -30,7 +30,8 @@ from pytest_logbench.receive import (
 )
 from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey, decode_response, encode_request, read_frame_size
-from reference_broker.records import Compression, build_batch, iter_batches
+from reference_broker.record_codec import build_batch
+from reference_broker.records import Compression, iter_batches
 
 __all__ = ["Connection", "Consumer", "FetchResult", "HarnessClient", "KafkaError", "Producer",
            "Transfer"]

@@ -22,7 +22,7 @@ from typing import Any
 
 from pytest_logbench.client import HarnessClient, KafkaError
 from pytest_logbench.members import MemberFailed, MemberGroup, Stop
-from reference_broker.records import build_batch
+from reference_broker.record_codec import build_batch
 
 Start = str | int | float  # "tail", "earliest", an offset, or a fraction of the log behind the end
 

@@ -49,7 +49,8 @@ from pytest_logbench.brokers import ExternalBroker, LocalOnly
 from pytest_logbench.client import FetchResult, HarnessClient, KafkaError
 from pytest_logbench.strategies import BatchSpec, batch_of_size, batches, examples, timestamps
 from reference_broker.errors import ErrorCode
-from reference_broker.records import BatchHeader, Record, iter_records
+from reference_broker.record_codec import iter_records
+from reference_broker.records import BatchHeader, Record
 
 LOG_MACHINE_CI_EXAMPLES = 60
 """Examples per CI run (each up to the profile's ``stateful_step_count`` steps)."""

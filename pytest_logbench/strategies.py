@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from reference_broker.log.store import MAX_TOPIC_NAME_LENGTH
-from reference_broker.records import Compression, Record, build_batch
+from reference_broker.record_codec import build_batch
+from reference_broker.records import Compression, Record
 
 # --- settings profiles -----------------------------------------------------------------------
 

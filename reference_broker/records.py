@@ -4,18 +4,14 @@ When a batch is produced the broker checks its header, its CRC-32C and, as Kafka
 LogValidator does, every record in it (inflating compressed batches): a batch that passes the
 CRC but holds garbage would otherwise stall every consumer at its offset. Then it rewrites the
 base offset and leader epoch (both outside the CRC) and from then on only ever ships the bytes.
-The record decoder (`iter_records`) and encoder (`build_batch`) exist for the harness client,
-the committed-offsets log and the tests, never for the fetch path.
+The record decoder and encoder (``record_codec.py``) exist for the harness client, the
+committed-offsets log, ListOffsets by timestamp and the tests, never for the fetch path.
 """
 
-import gzip
-import importlib
 import struct
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from types import ModuleType
 
 import cramjam
 import crc32c
@@ -30,14 +26,14 @@ MAGIC = 2
 
 # Base offset, batch length, partition leader epoch, magic, CRC, attributes, last offset delta,
 # base timestamp, max timestamp, producer id, producer epoch, base sequence, record count.
-_HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_STRUCT = struct.Struct(">qiibIhiqqqhii")
 _OFFSET_FIELD = struct.Struct(">q")
 _INT32_FIELD = struct.Struct(">i")
 _LEADER_EPOCH_POS = 12
 _MAGIC_POS = 16
-_CRC_POS = 17
-_CRC_START = 21  # the CRC covers the attributes and everything after them
-_PREFIX_WITH_MAGIC = _MAGIC_POS + 1  # bytes needed to know a batch's size and format
+CRC_POS = 17
+CRC_START = 21  # the CRC covers the attributes and everything after them
+PREFIX_WITH_MAGIC = _MAGIC_POS + 1  # bytes needed to know a batch's size and format
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -146,16 +142,16 @@ def read_header(buf: BytesLike, pos: int = 0) -> BatchHeader:
             f"only {len(buf) - pos} bytes left, a batch header needs {HEADER_SIZE}",
             pos,
         )
-    return BatchHeader(*_HEADER.unpack_from(buf, pos))
+    return BatchHeader(*HEADER_STRUCT.unpack_from(buf, pos))
 
 
 def crc_ok(buf: BytesLike, pos: int, header: BatchHeader) -> bool:
     """Whether the stored CRC-32C matches the batch's bytes from the attributes to its end."""
     with memoryview(buf) as view:
-        return crc32c.crc32c(view[pos + _CRC_START : pos + header.size]) == header.crc
+        return crc32c.crc32c(view[pos + CRC_START : pos + header.size]) == header.crc
 
 
-def _sized_batch(buf: BytesLike, pos: int) -> int:
+def sized_batch(buf: BytesLike, pos: int) -> int:
     """Size of the batch at ``pos`` from its first 17 bytes, which the caller guarantees.
 
     Rejects what can never be a v2 batch, so callers can tell a corrupt batch from one that is
@@ -198,11 +194,11 @@ def validate_batches(buf: memoryview, max_batch_bytes: int) -> list[BatchHeader]
     headers: list[BatchHeader] = []
     pos = 0
     while pos < end:
-        if end - pos < _PREFIX_WITH_MAGIC:
+        if end - pos < PREFIX_WITH_MAGIC:
             raise InvalidBatch(
                 ErrorCode.CORRUPT_MESSAGE, f"{end - pos} trailing bytes are no batch", pos
             )
-        size = _sized_batch(buf, pos)
+        size = sized_batch(buf, pos)
         if size > max_batch_bytes:
             raise InvalidBatch(
                 ErrorCode.MESSAGE_TOO_LARGE,
@@ -218,7 +214,7 @@ def validate_batches(buf: memoryview, max_batch_bytes: int) -> list[BatchHeader]
         header = read_header(buf, pos)
         if not crc_ok(buf, pos, header):
             raise InvalidBatch(ErrorCode.CORRUPT_MESSAGE, "CRC-32C mismatch", pos)
-        codec = _codec(header, pos)
+        codec = batch_codec(header, pos)
         _check_produced(header, pos)
         _check_records(buf[pos + HEADER_SIZE : pos + size], codec, header.record_count, pos)
         headers.append(header)
@@ -226,7 +222,7 @@ def validate_batches(buf: memoryview, max_batch_bytes: int) -> list[BatchHeader]
     return headers
 
 
-def _codec(header: BatchHeader, pos: int) -> Compression:
+def batch_codec(header: BatchHeader, pos: int) -> Compression:
     try:
         return header.compression
     except ValueError:
@@ -265,7 +261,7 @@ def _check_records(section: memoryview, codec: Compression, count: int, pos: int
     Kafka answers INVALID_RECORD (its InvalidRecordException), which clients do not retry:
     resending the same bytes cannot help.
     """
-    data = bytes(section if codec is Compression.NONE else _decompress(codec, section, pos))
+    data = bytes(section if codec is Compression.NONE else decompress(codec, section, pos))
     problem = _record_problem(data, count)
     if problem is not None:
         raise InvalidBatch(ErrorCode.INVALID_RECORD, problem, pos)
@@ -385,90 +381,29 @@ def iter_batches(buf: BytesLike) -> Iterator[tuple[int, BatchHeader]]:
     """
     end = len(buf)
     pos = 0
-    while end - pos >= _PREFIX_WITH_MAGIC:
-        size = _sized_batch(buf, pos)
+    while end - pos >= PREFIX_WITH_MAGIC:
+        size = sized_batch(buf, pos)
         if size > end - pos:
             return
         yield pos, read_header(buf, pos)
         pos += size
 
 
-# --- record codec: harness client, committed-offsets log, tests ---------------------------------
-
-RecordInput = (
-    tuple[bytes | None, bytes | None]
-    | tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes | None]]]
-    | Record
-)
 
 
-def _put_varint(out: bytearray, value: int) -> None:
-    """Append a zigzag varint (Kafka's varint and varlong share the encoding)."""
-    zigzag = (value << 1) ^ (value >> 63)
-    while zigzag >= 0x80:
-        out.append((zigzag & 0x7F) | 0x80)
-        zigzag >>= 7
-    out.append(zigzag)
 
 
-def _get_varint(buf: BytesLike, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
 
 
-def _put_bytes(out: bytearray, data: bytes | None) -> None:
-    if data is None:
-        _put_varint(out, -1)
-    else:
-        _put_varint(out, len(data))
-        out += data
 
 
-def _get_bytes(buf: BytesLike, pos: int) -> tuple[bytes | None, int]:
-    length, pos = _get_varint(buf, pos)
-    if length < 0:
-        return None, pos
-    if pos + length > len(buf):
-        raise ValueError(f"field of {length} bytes runs past the records")
-    return bytes(buf[pos : pos + length]), pos + length
 
 
-def _unpack_input(item: RecordInput) -> tuple[bytes | None, bytes | None, Iterable]:
-    if isinstance(item, tuple):
-        key, value, *rest = item
-        return key, value, (rest[0] if rest else None) or ()
-    return item.key, item.value, item.headers or ()
 
 
-def _optional_module(name: str, codec: Compression) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise CompressionUnavailable(
-            f"{codec.name} batches need the optional package {name.split('.')[0]!r} "
-            "(pip install 'logbench[clients]')"
-        ) from None
 
 
-def _compress(codec: Compression, data: bytes) -> bytes:
-    if codec is Compression.NONE:
-        return data
-    if codec is Compression.GZIP:
-        return gzip.compress(data, mtime=0)
-    if codec is Compression.LZ4:
-        # Kafka's Java LZ4 stream rejects dependent blocks.
-        return _optional_module("lz4.frame", codec).compress(data, block_linked=False)
-    if codec is Compression.ZSTD:
-        return _optional_module("zstandard", codec).ZstdCompressor().compress(data)
-    raise CompressionUnavailable(f"{codec.name} is not supported by logbench's record codec")
+
 
 
 MAX_UNCOMPRESSED_BATCH_BYTES = 64 << 20
@@ -480,7 +415,7 @@ _XERIAL_MAGIC = b"\x82SNAPPY\x00"
 _XERIAL_HEADER = 16  # magic, version, compatible version
 
 
-def _decompress(codec: Compression, data: memoryview, pos: int = 0) -> memoryview:
+def decompress(codec: Compression, data: memoryview, pos: int = 0) -> memoryview:
     """The batch's records section inflated, at most MAX_UNCOMPRESSED_BATCH_BYTES.
 
     cramjam (one wheel, all four of Kafka's codecs, in Rust) writes into a buffer we size, which
@@ -549,124 +484,5 @@ def _get_varint_unsigned(buf: BytesLike) -> int:
     raise cramjam.DecompressionError("snappy preamble is not a varint")
 
 
-def build_batch(
-    records: Sequence[RecordInput],
-    *,
-    base_offset: int = 0,
-    base_timestamp: int | None = None,
-    timestamps: Sequence[int] | None = None,
-    compression: Compression = Compression.NONE,
-    producer_id: int = -1,
-    producer_epoch: int = -1,
-    base_sequence: int = -1,
-) -> bytes:
-    """Encode records as one CRC'd v2 batch, as a producer would send it.
-
-    ``records`` are (key, value[, headers]) tuples or Record-likes (only key, value and headers
-    are used). Timestamps: ``timestamps[i]`` per record if given, else ``base_timestamp`` for
-    all, else the current time. The batch's base timestamp is ``base_timestamp`` if given, else
-    the first record's, as the Java producer does.
-    """
-    items = [_unpack_input(item) for item in records]
-    if not items:
-        raise ValueError("a record batch holds at least one record")
-    if timestamps is None:
-        now = int(time.time() * 1000) if base_timestamp is None else base_timestamp
-        stamps = [now] * len(items)
-    else:
-        stamps = list(timestamps)
-        if len(stamps) != len(items):
-            raise ValueError(f"{len(stamps)} timestamps for {len(items)} records")
-    first_timestamp = stamps[0] if base_timestamp is None else base_timestamp
-
-    body = bytearray()
-    record = bytearray()
-    for offset_delta, ((key, value, headers), stamp) in enumerate(zip(items, stamps, strict=True)):
-        record.clear()
-        record.append(0)  # record attributes: unused
-        _put_varint(record, stamp - first_timestamp)
-        _put_varint(record, offset_delta)
-        _put_bytes(record, key)
-        _put_bytes(record, value)
-        header_list = list(headers)
-        _put_varint(record, len(header_list))
-        for header_key, header_value in header_list:
-            _put_bytes(record, header_key.encode())
-            _put_bytes(record, header_value)
-        _put_varint(body, len(record))
-        body += record
-
-    batch = bytearray(HEADER_SIZE)
-    batch += _compress(compression, bytes(body))
-    _HEADER.pack_into(
-        batch,
-        0,
-        base_offset,
-        len(batch) - LOG_OVERHEAD,
-        -1,  # partition leader epoch: the broker assigns it
-        MAGIC,
-        0,  # CRC, computed below over the finished bytes
-        int(compression),
-        len(items) - 1,
-        first_timestamp,
-        max(stamps),
-        producer_id,
-        producer_epoch,
-        base_sequence,
-        len(items),
-    )
-    with memoryview(batch) as view:
-        struct.pack_into(">I", batch, _CRC_POS, crc32c.crc32c(view[_CRC_START:]))
-    return bytes(batch)
 
 
-def iter_records(batch: BytesLike) -> Iterator[Record]:
-    """Decode the records of the one batch at the start of ``batch`` (CRC-checked first).
-
-    Raises InvalidBatch (CORRUPT_MESSAGE) for a bad CRC or malformed records and
-    CompressionUnavailable for a codec this process cannot decode.
-    """
-    buf = memoryview(batch)
-    if len(buf) < _PREFIX_WITH_MAGIC:
-        raise InvalidBatch(ErrorCode.CORRUPT_MESSAGE, f"only {len(buf)} bytes", 0)
-    size = _sized_batch(buf, 0)
-    header = read_header(buf)
-    if size > len(buf):
-        raise InvalidBatch(ErrorCode.CORRUPT_MESSAGE, f"batch of {size} bytes is cut off", 0)
-    if not crc_ok(buf, 0, header):
-        raise InvalidBatch(ErrorCode.CORRUPT_MESSAGE, "CRC-32C mismatch", 0)
-    codec = _codec(header, 0)
-    data: BytesLike = buf[HEADER_SIZE:size]
-    if codec is not Compression.NONE:
-        data = _decompress(codec, data)
-    append_time = header.timestamp_type is TimestampType.LOG_APPEND_TIME
-    pos = 0
-    try:
-        for _ in range(header.record_count):
-            length, pos = _get_varint(data, pos)
-            record_end = pos + length
-            pos += 1  # record attributes: unused
-            timestamp_delta, pos = _get_varint(data, pos)
-            offset_delta, pos = _get_varint(data, pos)
-            key, pos = _get_bytes(data, pos)
-            value, pos = _get_bytes(data, pos)
-            header_count, pos = _get_varint(data, pos)
-            headers = []
-            for _ in range(header_count):
-                header_key, pos = _get_bytes(data, pos)
-                if header_key is None:
-                    raise ValueError("null header key")
-                header_value, pos = _get_bytes(data, pos)
-                headers.append((header_key.decode(), header_value))
-            if pos != record_end:
-                raise ValueError(f"record length {length} disagrees with its fields")
-            timestamp = (
-                header.max_timestamp if append_time else header.base_timestamp + timestamp_delta
-            )
-            yield Record(header.base_offset + offset_delta, timestamp, key, value, headers)
-    except (IndexError, ValueError) as exc:
-        raise InvalidBatch(ErrorCode.CORRUPT_MESSAGE, f"malformed record: {exc}", 0) from exc
-    if pos != len(data):
-        raise InvalidBatch(
-            ErrorCode.CORRUPT_MESSAGE, f"{len(data) - pos} bytes after the last record", 0
-        )

@@ -21,7 +21,8 @@ import pytest
 from pytest_logbench.client import Connection, HarnessClient, KafkaError
 from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey
-from reference_broker.records import build_batch, iter_batches
+from reference_broker.record_codec import build_batch
+from reference_broker.records import iter_batches
 
 METADATA_VERSION = 8
 FETCH_VERSION = 11

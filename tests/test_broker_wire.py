@@ -18,7 +18,7 @@ import pytest
 from pytest_logbench.client import Connection, HarnessClient, KafkaError
 from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey, encode_request
-from reference_broker.records import build_batch
+from reference_broker.record_codec import build_batch
 
 RECORDS = [(b"k", b"v" * 100, [])] * 10
 

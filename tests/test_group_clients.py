@@ -31,7 +31,7 @@ import pytest
 
 from pytest_logbench.brokers import die_with_parent
 from pytest_logbench.client import HarnessClient
-from reference_broker.records import build_batch
+from reference_broker.record_codec import build_batch
 from tests.kafka_clients import (
     CLIENTS,
     SESSION_TIMEOUT_MS,

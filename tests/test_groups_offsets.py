@@ -17,7 +17,7 @@ from reference_broker.groups import GroupCoordinator, LagRow, OffsetStore, consu
 from reference_broker.groups.offsets import CommittedOffset, decode_value, encode_value
 from reference_broker.log.config import LogConfig
 from reference_broker.log.partition import PartitionLog
-from reference_broker.records import build_batch
+from reference_broker.record_codec import build_batch
 
 CRASHING_COMMITTER = textwrap.dedent("""
     import os, sys

@@ -19,7 +19,7 @@ from pytest_logbench.client import HarnessClient, KafkaError
 from pytest_logbench.statemachine import fetch_batches
 from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey
-from reference_broker.records import build_batch
+from reference_broker.record_codec import build_batch
 
 pytestmark = pytest.mark.logbench_local
 

@@ -25,14 +25,8 @@ from reference_broker.log import (
     RecordListTooLarge,
 )
 from reference_broker.log.recovery import RECOVERY_POINT_FILE
-from reference_broker.records import (
-    Compression,
-    InvalidBatch,
-    build_batch,
-    crc_ok,
-    iter_batches,
-    read_header,
-)
+from reference_broker.record_codec import build_batch
+from reference_broker.records import Compression, InvalidBatch, crc_ok, iter_batches, read_header
 
 VALUE = b"v" * 200
 

@@ -23,7 +23,8 @@ from pytest_logbench.client import HarnessClient, KafkaError
 from pytest_logbench.statemachine import fetch_batches
 from reference_broker.errors import ErrorCode
 from reference_broker.log import CLEAN_SHUTDOWN_MARKER, KafkaStorageError, LogConfig, PartitionLog
-from reference_broker.records import build_batch, iter_batches
+from reference_broker.record_codec import build_batch
+from reference_broker.records import iter_batches
 
 VALUE = b"v" * 200
 

@@ -16,7 +16,7 @@ from reference_broker.log import (
     PartitionLog,
 )
 from reference_broker.log.producer_ids import BLOCK_SIZE, PRODUCER_ID_BLOCK_FILE
-from reference_broker.records import build_batch
+from reference_broker.record_codec import build_batch
 from tests.test_log import Logs, open_logs
 
 PID = 7

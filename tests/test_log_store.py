@@ -17,7 +17,7 @@ from reference_broker.log import (
     UnknownTopic,
     validate_topic_name,
 )
-from reference_broker.records import build_batch
+from reference_broker.record_codec import build_batch
 
 
 def record_batch(value: bytes = b"v" * 100) -> bytes:

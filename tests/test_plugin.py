@@ -196,7 +196,7 @@ def test_launcher_hook_replaces_the_reference_broker(pytester):
     pytester.makepyfile("""
         from conftest import launched
         from pytest_logbench.client import HarnessClient
-        from reference_broker.records import build_batch
+        from reference_broker.record_codec import build_batch
 
         def test_it(broker):
             with HarnessClient(broker.bootstrap) as client:
@@ -215,7 +215,7 @@ def test_brokers_are_isolated_under_xdist(pytester):
     pytester.makepyfile("""
         import pytest
         from pytest_logbench.client import HarnessClient
-        from reference_broker.records import build_batch
+        from reference_broker.record_codec import build_batch
 
         @pytest.mark.parametrize("n", range(4))
         def test_own_broker(broker, n):

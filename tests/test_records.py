@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from reference_broker.errors import ErrorCode
+from reference_broker.record_codec import build_batch, iter_records
 from reference_broker.records import (
     HEADER_SIZE,
     LOG_OVERHEAD,
@@ -21,10 +22,8 @@ from reference_broker.records import (
     InvalidBatch,
     Record,
     TimestampType,
-    build_batch,
     crc_ok,
     iter_batches,
-    iter_records,
     read_header,
     set_base_offset,
     validate_batches,

@@ -23,14 +23,8 @@ from dataclasses import dataclass
 from reference_broker.errors import ErrorCode
 from reference_broker.log.errors import RecordListTooLarge
 from reference_broker.log.partition import PartitionLog
-from reference_broker.records import (
-    CompressionUnavailable,
-    InvalidBatch,
-    Record,
-    build_batch,
-    iter_records,
-    read_header,
-)
+from reference_broker.record_codec import build_batch, iter_records
+from reference_broker.records import CompressionUnavailable, InvalidBatch, Record, read_header
 
 OFFSETS_TOPIC = "__consumer_offsets"
 """The internal topic committed offsets live in (the broker creates it; clients may not write)."""

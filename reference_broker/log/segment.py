@@ -16,6 +16,7 @@ from pathlib import Path
 
 from reference_broker.log.index import IndexInconsistent, OffsetIndex, SparseIndex, TimeIndex
 from reference_broker.log.recovery import RecoveryReport, Truncation
+from reference_broker.record_codec import iter_records
 from reference_broker.records import (
     HEADER_SIZE,
     LOG_OVERHEAD,
@@ -24,7 +25,6 @@ from reference_broker.records import (
     CompressionUnavailable,
     InvalidBatch,
     crc_ok,
-    iter_records,
     read_header,
 )
 
