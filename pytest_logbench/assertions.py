@@ -215,6 +215,7 @@ def assert_zero_copy(broker: Any, during: Callable[[], object], *,
     trace of the broker process (``evidence``: ``auto`` = perf, else strace, else counters
     only; ``perf``/``strace`` insist; ``counters`` skips the trace). Returns the report; its
     message names the evidence used."""
+    __tracebackhide__ = True
     report = check_zero_copy(broker, during, evidence=evidence)
     if not report.ok:
         raise AssertionError(report.message())
@@ -263,6 +264,7 @@ def assert_served_from_cache(broker: Any, during: Callable[[], object], *,
     from the page cache: no page of the broker's segments (of ``topic``, default all) entered
     the cache meanwhile, and the broker read nothing from storage (its ``read_bytes``, which
     counts real device reads, unlike ``rchar``)."""
+    __tracebackhide__ = True
     files = broker.segment_files(topic) if topic is not None else broker.segment_files()
     process = psutil.Process(broker.pid)
     before = pagecache.residency(files)
@@ -291,6 +293,7 @@ def assert_fetch_reads(broker: Any, kind: Literal["tail", "history"],
     fetched meanwhile were ``kind`` reads by the broker's own classification: ``tail`` when
     a fetch starts within ``tail_window_bytes`` of the log end (just written, likely cached),
     ``history`` otherwise (a lagging consumer or a replay). Returns bytes by kind."""
+    __tracebackhide__ = True
     if kind not in ("tail", "history"):
         raise ValueError(f"kind must be 'tail' or 'history', got {kind!r}")
     with MetricsWindow(broker) as counters:

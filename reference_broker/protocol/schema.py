@@ -86,10 +86,14 @@ def _bad_value(step: str, type_: Any, value: Any, exc: Exception) -> EncodeError
 class StructSchema:
     """The fields of a struct in one version, in wire order. Decodes to / encodes from a dict."""
 
-    __slots__ = ("fields", "min_size")
+    __slots__ = ("fields", "known", "min_size")
 
-    def __init__(self, fields: tuple[FieldSchema, ...]) -> None:
+    def __init__(self, fields: tuple[FieldSchema, ...],
+                 known: frozenset[str] | None = None) -> None:
         self.fields = fields
+        # Keys of the struct in any version: others are misspellings, refused when encoding
+        # (h11's events do the same), where they would otherwise vanish and encode a default.
+        self.known = known if known is not None else frozenset(f.name for f in fields)
         self.min_size = sum(f.type.min_size for f in fields)
 
     def decode(self, reader: Reader) -> dict[str, Any]:
@@ -105,6 +109,10 @@ class StructSchema:
     def encode(self, writer: Writer, value: Mapping[str, Any]) -> None:
         if not isinstance(value, Mapping):
             raise EncodeError(f"expected a dict, got {type(value).__name__}")
+        unknown = value.keys() - self.known
+        if unknown:
+            raise EncodeError(f"unknown field(s) {sorted(unknown)}; the struct has "
+                              f"{sorted(self.known)}")
         for name, type_, default in self.fields:
             item = value.get(name, default)
             try:
@@ -209,4 +217,4 @@ def resolve(declared: Struct, version: int) -> StructSchema:
         if default is None and not type_.nullable:
             raise ValueError(f"{field.name} v{version}: null default for a non-nullable field")
         fields.append(FieldSchema(field.name, type_, default))
-    return StructSchema(tuple(fields))
+    return StructSchema(tuple(fields), frozenset(f.name for f in declared.fields))
