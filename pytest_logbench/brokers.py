@@ -55,8 +55,9 @@ class ReferenceOnly(LocalOnly):
 
 @dataclass(frozen=True)
 class BrokerOptions:
-    """How to start a reference broker. ``None`` keeps the broker's own default."""
+    """How to start a broker. ``None`` keeps the broker's own default."""
 
+    kind: str = "reference"  # or "kafka": Apache Kafka (pytest_logbench.kafka)
     copy: bool = False
     tls: bool = False
     segment_bytes: int | None = None
