@@ -180,12 +180,20 @@ class KafkaBroker(LocalBroker):
     def _tls_properties(self) -> dict[str, str]:
         if not self.options.tls:
             return {}
+        from cryptography.hazmat.primitives import serialization  # comes with trustme
+
         cert, key, ca = self._tls()
-        # Kafka's PEM key store wants the private key and the chain in one file (KIP-651).
+        # Kafka's PEM key store wants the private key as PKCS#8 (trustme writes SEC1 for EC
+        # keys) and the key and the chain in one file (KIP-651).
+        pkcs8 = serialization.load_pem_private_key(key.read_bytes(), None).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         store = self.config_dir / "keystore.pem"
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        store.write_text(key.read_text() + cert.read_text())
-        store.chmod(0o600)
+        store.touch(0o600)
+        store.write_bytes(pkcs8 + cert.read_bytes())
         return {
             "ssl.keystore.type": "PEM",
             "ssl.keystore.location": str(store),
