@@ -21,6 +21,7 @@ from pytest_logbench import kafka
 from pytest_logbench.assertions import assert_zero_copy
 from pytest_logbench.brokers import BrokerOptions, BrokerStartError, ReferenceOnly
 from pytest_logbench.client import Consumer, HarnessClient, Producer
+from pytest_logbench.kafka import broker as kafka_broker_module
 from pytest_logbench.kafka.broker import server_properties
 from pytest_logbench.workloads import client_options
 from pytest_logbench.zerocopy import tracer_support
@@ -223,6 +224,19 @@ def test_memory_budget_takes_the_jvm_across_restarts(broker_factory):
     broker.restart(kill=True)
     assert broker.memory_budget.pids() == [broker.pid]
     assert _produce(broker.bootstrap, "budgeted", 100)
+
+
+@needs_kafka
+@pytest.mark.slow
+def test_a_cluster_id_that_looks_like_an_option_is_formatted(tmp_path, monkeypatch):
+    monkeypatch.setattr(kafka_broker_module, "new_cluster_id", lambda: "-ABCDEFGHIJKLMNOPQRSTU")
+    broker = kafka.KafkaBroker(tmp_path / "data", BrokerOptions()).start()
+    try:
+        assert (
+            "cluster.id=-ABCDEFGHIJKLMNOPQRSTU" in (broker.log_dir / "meta.properties").read_text()
+        )
+    finally:
+        broker.stop()
 
 
 @needs_kafka

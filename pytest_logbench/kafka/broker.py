@@ -91,6 +91,11 @@ def server_properties(options: BrokerOptions) -> dict[str, str]:
     return properties
 
 
+def new_cluster_id() -> str:
+    """A random cluster id in Kafka's form: a UUID in URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
 def free_port() -> int:
     """A port the kernel considers free now (bind to 0, read it, release it)."""
     with socket.socket() as sock:
@@ -202,10 +207,11 @@ class KafkaBroker(LocalBroker):
         }
 
     def _format(self, classpath: str, properties: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # One cluster id in 32 begins with "-", which the tool would take for an option
+        # unless it is glued to its flag.
         command = [
             "java", "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-            "-t", cluster_id, "-c", str(properties),
+            f"--cluster-id={new_cluster_id()}", "-c", str(properties),
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
