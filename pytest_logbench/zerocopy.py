@@ -53,7 +53,9 @@ ROUND_SYSCALLS = ("sendfile64", "pread64", "read", "sendto", "sendmsg", "write",
 # Syscalls traced for the zero-copy verdict: sendfile and every way to read a file.
 _TRACED = ("sendfile64", "read", "pread64", "readv", "preadv", "preadv2")
 _STRACE_FILTER = "/^(sendfile|sendfile64|read|pread64|readv|preadv|preadv2)$"
-_SEGMENT = re.compile(r"\.log(?: \(deleted\))?$")  # Kafka segment files; deleted ones too
+# Segment files of topics clients fetch, deleted ones too. Internal topics (``__`` names) are
+# not fetched payload: Kafka's own broker reads its KRaft metadata log every 500 ms.
+_SEGMENT = re.compile(r"/(?!__)[^/]+-\d+/\d+\.log(?: \(deleted\))?$")
 _ATTACH_SECONDS = 10.0
 _STOP_SECONDS = 30.0
 
