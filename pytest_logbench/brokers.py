@@ -205,6 +205,11 @@ class LocalBroker(_Address):
     # --- what tests read -----------------------------------------------------------------
 
     @property
+    def bootstrap(self) -> str:
+        """``host:port`` for Kafka clients."""
+        return self.ready["bootstrap"]
+
+    @property
     def pid(self) -> int:
         assert self.process is not None, "broker not started"
         return self.process.pid
@@ -301,11 +306,6 @@ class ReferenceBroker(LocalBroker):
             f"reference broker printed no READY line within {self.options.startup_timeout}s; "
             f"stderr tail:\n{self.stderr_tail()}"
         )
-
-    @property
-    def bootstrap(self) -> str:
-        """``host:port`` for Kafka clients."""
-        return self.ready["bootstrap"]
 
     @property
     def metrics_url(self) -> str:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -24,7 +23,8 @@ from pytest_logbench.client import Consumer, HarnessClient, Producer
 from pytest_logbench.kafka import broker as kafka_broker_module
 from pytest_logbench.kafka.broker import server_properties
 from pytest_logbench.workloads import client_options
-from pytest_logbench.zerocopy import tracer_support
+from pytest_logbench.zerocopy import tally, tracer_support
+from tests.test_plugin import RECORD_PID, _recorded
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
@@ -168,6 +168,17 @@ def _zero_copy_window(broker, topic: str):
     return lambda: consumer.consume(topic)
 
 
+def test_reads_of_kafkas_internal_logs_are_not_payload_copies():
+    """Kafka's broker reads its KRaft metadata log every 500 ms (NoOp records): a read of
+    ``__cluster_metadata-0`` in a fetch window is not a fetched byte copied."""
+    segment = "/data/{}-0/00000000000000000000.log"
+    reads = [("pread64", segment.format("__cluster_metadata"), 72),
+             ("pread64", segment.format("__consumer_offsets"), 4096),
+             ("pread64", segment.format("events"), 4096)]  # fmt: skip
+    counted = tally(reads, "perf")
+    assert (counted.copied_calls, counted.copied_bytes) == (1, 4096)
+
+
 def _judged_on_the_trace(broker):
     """assert_zero_copy on Kafka, where a tracer is available: a ReferenceOnly (Kafka has no
     logbench counters) is a failure here, not the skip the plugin would make of it."""
@@ -258,15 +269,6 @@ def test_start_failure_shows_kafkas_own_words(tmp_path):
 
 # --- the plugin with --logbench-broker=kafka ---------------------------------------------------
 
-RECORD = """
-import json, os
-from pathlib import Path
-
-def record(broker):
-    Path(os.environ["LOGBENCH_RECORD"]).write_text(json.dumps(
-        {"pid": broker.pid, "log_dir": str(broker.log_dir)}))
-"""
-
 BROKER_AGNOSTIC = """
 from conftest import record
 from pytest_logbench.client import HarnessClient, Producer, Consumer
@@ -279,13 +281,6 @@ def test_it(broker):
     assert Consumer(broker.bootstrap).consume("t").bytes >= 1 << 20
     assert {passes}
 """
-
-
-def _recorded_process(record: Path) -> tuple[int, Path]:
-    import json
-
-    data = json.loads(record.read_text())
-    return data["pid"], Path(data["log_dir"])
 
 
 def _gone(pid: int, within: float = 15.0) -> bool:
@@ -306,11 +301,11 @@ def _gone(pid: int, within: float = 15.0) -> bool:
 def test_broker_agnostic_test_runs_on_kafka_and_cleans_up(pytester, monkeypatch, outcome):
     record = pytester.path / "record.json"
     monkeypatch.setenv("LOGBENCH_RECORD", str(record))
-    pytester.makeconftest(RECORD)
+    pytester.makeconftest(RECORD_PID)
     pytester.makepyfile(BROKER_AGNOSTIC.format(passes=outcome == "passes"))
     result = pytester.runpytest("--logbench-broker=kafka")
     result.assert_outcomes(**{"passed" if outcome == "passes" else "failed": 1})
-    pid, log_dir = _recorded_process(record)
+    pid, log_dir = _recorded(record)
     assert _gone(pid)
     assert not log_dir.exists()
 
@@ -322,7 +317,7 @@ def test_kafka_dies_with_an_interrupted_run(pytester, tmp_path, ending):
     """pytest-timeout's thread method exits the process without teardown: Kafka dies with
     it (PR_SET_PDEATHSIG); Ctrl-C unwinds through teardown, which stops it."""
     record = tmp_path / "record.json"
-    pytester.makeconftest(RECORD)
+    pytester.makeconftest(RECORD_PID)
     pytester.makepyfile("""
         import time
         from conftest import record
@@ -349,7 +344,7 @@ def test_kafka_dies_with_an_interrupted_run(pytester, tmp_path, ending):
         inner.wait(timeout=60)
     finally:
         inner.kill()
-    pid, log_dir = _recorded_process(record)
+    pid, log_dir = _recorded(record)
     assert _gone(pid)
     if ending == "ctrl-c":
         assert not log_dir.exists()

@@ -244,11 +244,6 @@ class KafkaBroker(LocalBroker):
             f"log tail:\n{self.stderr_tail()}"
         )
 
-    @property
-    def bootstrap(self) -> str:
-        """``host:port`` for Kafka clients (the SSL listener on a TLS broker)."""
-        return self.ready["bootstrap"]
-
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
         raise _no_counters()
 
