@@ -136,6 +136,23 @@ class HarnessClient(Connection):
         code = result["error_code"]
         if code and not (exist_ok and code == ErrorCode.TOPIC_ALREADY_EXISTS):
             raise KafkaError(code, f"CreateTopics {name}", result.get("error_message"))
+        self._await_leaders(name, partitions)
+
+    def _await_leaders(self, topic: str, partitions: int, timeout: float = 30.0) -> None:
+        """Wait until every partition of ``topic`` answers as its leader. Apache Kafka answers
+        CreateTopics once its controller committed the topic; its broker becomes leader a few
+        milliseconds later, and a produce in between fails (UNKNOWN_TOPIC_OR_PARTITION,
+        NOT_LEADER_OR_FOLLOWER). ListOffsets asks the same leader, and changes nothing."""
+        deadline = time.monotonic() + timeout
+        for partition in range(partitions):
+            while True:
+                try:
+                    self.list_offset(topic, partition, -1)
+                    break
+                except KafkaError as exc:
+                    if exc.code not in _NOT_YET_LEADER or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.01)
 
     def partitions(self, topic: str) -> int:
         """The partition count of ``topic`` (it must exist)."""
@@ -182,6 +199,11 @@ class HarnessClient(Connection):
         if part["error_code"]:
             raise KafkaError(part["error_code"], f"ListOffsets {topic}-{partition}")
         return part["offset"], part["timestamp"]
+
+
+# What a partition answers between its creation and its broker becoming its leader.
+_NOT_YET_LEADER = (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                   ErrorCode.LEADER_NOT_AVAILABLE)
 
 
 def _produce_body(topic: str, partition: int, records: bytes, acks: int) -> dict[str, Any]:
