@@ -24,6 +24,7 @@ from pytest_logbench.kafka import broker as kafka_broker_module
 from pytest_logbench.kafka.broker import server_properties
 from pytest_logbench.workloads import client_options
 from pytest_logbench.zerocopy import tally, tracer_support
+from reference_broker.records import build_batch
 from tests.test_plugin import RECORD_PID, _recorded
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
@@ -101,6 +102,7 @@ def test_options_map_to_kafka_configs():
         "log.flush.interval.messages": "1", "auto.create.topics.enable": "false",
         "log.cleaner.enable": "false",
     }  # fmt: skip
+    assert server_properties(BrokerOptions(fsync="interval"))["log.flush.interval.ms"] == "1000"
 
 
 @pytest.mark.parametrize(
@@ -151,6 +153,16 @@ def test_segments_are_kafka_files_and_roll_at_segment_bytes(kafka_broker):
     assert all(f.parent == kafka_broker.log_dir / "rolled-0" for f in files)
     assert all(f.stat().st_size <= MIB for f in files[:-1])
     assert not any(f.parent.name.startswith("__") for f in kafka_broker.segment_files())
+
+
+@needs_kafka
+def test_a_created_topic_takes_produce_at_once(kafka_broker):
+    """Kafka answers CreateTopics before its broker knows the topic; the harness client
+    waits for the leaders, so a produce right after never meets UNKNOWN_TOPIC_OR_PARTITION."""
+    with HarnessClient(kafka_broker.bootstrap) as client:
+        for n in range(10):
+            client.create_topic(f"fresh{n}", partitions=2)
+            assert client.produce(f"fresh{n}", 1, build_batch([(None, b"v", [])])) == 0
 
 
 @needs_kafka
@@ -239,11 +251,18 @@ def test_memory_budget_takes_the_jvm_across_restarts(broker_factory):
 
     if not cgroup_support()[0]:
         pytest.skip(f"memory budget unavailable: {cgroup_support()[1]}")
-    broker = broker_factory(kind="kafka", memory_limit_bytes=256 * MIB)
+    budget = 160 * MIB
+    broker = broker_factory(kind="kafka", memory_limit_bytes=budget)
     assert broker.memory_budget.pids() == [broker.pid]
     broker.restart(kill=True)
     assert broker.memory_budget.pids() == [broker.pid]
-    assert _produce(broker.bootstrap, "budgeted", 100)
+    with HarnessClient(broker.bootstrap) as client:
+        client.create_topic("budgeted")
+    Producer(broker.bootstrap).produce("budgeted", 2 * budget)
+    usage = broker.memory_budget.usage()
+    # The budget holds Kafka's page cache, not its heap (touched before the JVM joined it).
+    assert usage["usage_bytes"] <= budget
+    assert usage["page_cache_bytes"] > budget // 2, usage
 
 
 @needs_kafka
