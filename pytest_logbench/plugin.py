@@ -202,9 +202,10 @@ def pytest_logbench_launch_broker(log_dir: Path, options: BrokerOptions, work_di
     if options.kind == "kafka":
         from pytest_logbench import kafka
 
+        broker = kafka.KafkaBroker(log_dir, options, work_dir=work_dir)  # checks the options
         if (reason := kafka.unavailable_reason()) is not None:
             pytest.skip(reason)
-        return kafka.KafkaBroker(log_dir, options, work_dir=work_dir)
+        return broker
     return ReferenceBroker(log_dir, options, work_dir=work_dir)
 
 
