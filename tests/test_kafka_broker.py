@@ -2,7 +2,7 @@
 
 Every test here starts a real Kafka JVM (about 2-6 s each on a busy 2-core machine), so the
 read-only checks share one module-scoped broker. Without Java (or without Maven and a cached
-Kafka) the module is skipped with the reason.
+Kafka) the tests that start Kafka skip with the reason; the others need neither.
 """
 
 from __future__ import annotations
