@@ -22,7 +22,7 @@ from pytest_logbench.brokers import BrokerOptions, BrokerStartError, ReferenceOn
 from pytest_logbench.client import Consumer, HarnessClient, Producer
 from pytest_logbench.kafka import broker as kafka_broker_module
 from pytest_logbench.kafka.broker import server_properties
-from pytest_logbench.workloads import client_options
+from pytest_logbench.workloads import FetchWorkload, ProduceWorkload, client_options
 from pytest_logbench.zerocopy import tally, tracer_support
 from reference_broker.records import build_batch
 from tests.test_plugin import RECORD_PID, _recorded
@@ -163,6 +163,16 @@ def test_a_created_topic_takes_produce_at_once(kafka_broker):
         for n in range(10):
             client.create_topic(f"fresh{n}", partitions=2)
             assert client.produce(f"fresh{n}", 1, build_batch([(None, b"v", [])])) == 0
+
+
+@needs_kafka
+def test_workloads_run_unchanged_on_kafka(kafka_broker, measure, page_cache):
+    """The harness producer creates its topic as real clients do (Metadata), so workloads
+    that never create one run on Kafka, whose Produce creates nothing."""
+    produced = measure(ProduceWorkload(kafka_broker, "2 MiB"), rounds=1, warmup=0)
+    fetched = measure(FetchWorkload(kafka_broker, "2 MiB", cache="cold"), rounds=1, warmup=0)
+    assert produced.rounds and fetched.rounds
+    assert page_cache.residency(kafka_broker).files
 
 
 @needs_kafka
