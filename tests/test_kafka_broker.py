@@ -179,6 +179,8 @@ def test_workloads_run_unchanged_on_kafka(kafka_broker, measure, page_cache):
 def test_counters_are_reference_only(kafka_broker):
     with pytest.raises(ReferenceOnly, match="JMX"):
         kafka_broker.metric("logbench_fetch_bytes_total")
+    with pytest.raises(ReferenceOnly, match="JMX"):
+        assert kafka_broker.metrics_url
 
 
 def _zero_copy_window(broker, topic: str):

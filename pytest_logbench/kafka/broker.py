@@ -187,6 +187,8 @@ class KafkaBroker(LocalBroker):
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # The reference broker's floor (Kafka's is 6 s): tests evict members in seconds.
+            "group.min.session.timeout.ms": "1000",
             **self._tls_properties(),
             **server_properties(self.options),
         }
@@ -256,6 +258,10 @@ class KafkaBroker(LocalBroker):
             f"Kafka logged no {READY_LINE.decode()!r} within {self.options.startup_timeout}s; "
             f"log tail:\n{self.stderr_tail()}"
         )
+
+    @property
+    def metrics_url(self) -> str:
+        raise _no_counters()
 
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
         raise _no_counters()
