@@ -86,7 +86,31 @@ def _consume_all(bootstrap: str, topic: str, expected: int, **config: str) -> li
     return values
 
 
-# --- options ----------------------------------------------------------------------------------
+# --- jars and options ---------------------------------------------------------------------------
+
+
+def test_pom_and_launcher_pin_the_same_kafka():
+    import xml.etree.ElementTree as ElementTree
+
+    from pytest_logbench.kafka import jars
+
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    pinned = ElementTree.parse(jars.POM).find("m:properties/m:kafka.version", ns)
+    assert pinned is not None and pinned.text == jars.KAFKA_VERSION
+
+
+def test_a_cache_without_its_completion_mark_is_not_used(tmp_path, monkeypatch):
+    """An interrupted fetch leaves jars but no mark: it is fetched again, never half-used."""
+    from pytest_logbench.kafka import jars
+
+    monkeypatch.setenv("LOGBENCH_KAFKA_HOME", str(tmp_path))
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / f"kafka_2.13-{jars.KAFKA_VERSION}.jar").touch()
+    assert not jars.is_fetched()
+    (tmp_path / ".complete").write_text("4.0.0\n")  # an older pin
+    assert not jars.is_fetched()
+    (tmp_path / ".complete").write_text(jars.KAFKA_VERSION + "\n")
+    assert jars.is_fetched() and jars.fetch() == tmp_path / "lib"
 
 
 def test_options_map_to_kafka_configs():
