@@ -48,6 +48,12 @@ class LocalOnly(RuntimeError):
     """The operation needs a broker process on this machine (kill, restart, page cache...)."""
 
 
+class ReferenceOnly(LocalOnly):
+    """The operation or option exists only on the reference broker (its ``logbench_*``
+    counters, ``copy``, ``fetch_slowdown``...); like ``LocalOnly``, fixtures turn it into a
+    skip with the reason."""
+
+
 @dataclass(frozen=True)
 class BrokerOptions:
     """How to start a broker: the plugin's own options, and any broker setting by name.
@@ -59,6 +65,7 @@ class BrokerOptions:
     TypeError listing the valid ones.
     """
 
+    kind: str = "reference"  # or "kafka": Apache Kafka (pytest_logbench.kafka)
     tls: bool = False
     memory_limit_bytes: int | None = None
     extra_args: tuple[str, ...] = ()
@@ -165,8 +172,10 @@ class _Address:
 
 
 @dataclass
-class ReferenceBroker(_Address):
-    """A reference broker process with its own log dir; started by ``start()``.
+class LocalBroker(_Address):
+    """A broker process started by logbench on this machine, with its own log dir: what the
+    reference broker and Apache Kafka (``pytest_logbench.kafka``) share. Subclasses say how
+    to start one and how to tell it is ready (``start``, ``bootstrap``).
 
     Restarts keep the port, so clients configured with the bootstrap address reconnect.
     """
@@ -178,7 +187,7 @@ class ReferenceBroker(_Address):
     ready: dict[str, Any] = field(default_factory=dict)
     tls_files: tuple[Path, Path, Path] | None = None  # cert, key, CA
     # Called after every start and restart: memory budgets re-add the new pid, hooks fire.
-    after_start: list[Callable[[ReferenceBroker], None]] = field(default_factory=list)
+    after_start: list[Callable[[Any], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.work_dir = self.work_dir or self.log_dir.parent
@@ -186,54 +195,22 @@ class ReferenceBroker(_Address):
 
     # --- life cycle ----------------------------------------------------------------------
 
-    def start(self) -> ReferenceBroker:
-        """Launch the process and wait for its READY line (or fail with its stderr tail)."""
+    def start(self) -> LocalBroker:
+        raise NotImplementedError
+
+    def _spawn(self, command: list[str], *, stdout: int) -> subprocess.Popen[bytes]:
+        """Launch ``command`` with stderr appended to ``stderr_path``, dying with pytest."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"broker pid {self.process.pid} is already running")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable, "-m", "reference_broker", "--log-dir", str(self.log_dir),
-            "--port", str(self._port), "--metrics-port", "0", "--log-level", "INFO",
-            *self.options.command_args(),
-        ]
-        if self.options.tls:
-            cert, key, _ = self._tls()
-            command += ["--tls-cert", str(cert), "--tls-key", str(key)]
-        stderr = self.stderr_path.open("ab")
-        try:
-            self.process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-            )
-        finally:
-            stderr.close()
-        self.ready = self._await_ready(self.process)
-        self._port = int(self.ready["bootstrap"].rsplit(":", 1)[1])
+        with self.stderr_path.open("ab") as stderr:
+            self.process = subprocess.Popen(command, stdout=stdout, stderr=stderr,
+                                            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        return self.process
+
+    def _started(self) -> None:
         for callback in self.after_start:
             callback(self)
-        return self
-
-    def _await_ready(self, process: subprocess.Popen[bytes]) -> dict[str, Any]:
-        assert process.stdout is not None
-        deadline = time.monotonic() + self.options.startup_timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([process.stdout], [], [], remaining)
-            if not readable:
-                break
-            line = process.stdout.readline().decode(errors="replace")
-            if line.startswith(READY_PREFIX):
-                return json.loads(line[len(READY_PREFIX):])
-            if not line:  # stdout closed: the process is exiting
-                process.wait(timeout=5)
-                raise BrokerStartError(
-                    f"reference broker exited with status {process.returncode} before it was "
-                    f"ready; stderr tail:\n{self.stderr_tail()}"
-                )
-        self._terminate(process, signal.SIGKILL)
-        raise BrokerStartError(
-            f"reference broker printed no READY line within {self.options.startup_timeout}s; "
-            f"stderr tail:\n{self.stderr_tail()}"
-        )
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM (a clean shutdown: flush, clean-shutdown markers); SIGKILL after
@@ -249,7 +226,7 @@ class ReferenceBroker(_Address):
             return None
         return self._terminate(self.process, signal.SIGKILL)
 
-    def restart(self, *, kill: bool = False) -> ReferenceBroker:
+    def restart(self, *, kill: bool = False) -> LocalBroker:
         """Stop (or kill) and start again on the same port and log dir."""
         if kill:
             self.kill()
@@ -287,10 +264,6 @@ class ReferenceBroker(_Address):
         return self.process.pid
 
     @property
-    def metrics_url(self) -> str:
-        return self.ready["metrics"]
-
-    @property
     def stderr_path(self) -> Path:
         assert self.work_dir is not None
         return self.work_dir / f"{self.log_dir.name}.stderr.log"
@@ -306,16 +279,6 @@ class ReferenceBroker(_Address):
         except FileNotFoundError:
             return "(no stderr)"
         return "\n".join(text.splitlines()[-lines:]) or "(empty stderr)"
-
-    def metrics(self) -> dict[str, list[dict[str, Any]]]:
-        """The broker's metrics snapshot (see ``reference_broker.metrics.METRIC_HELP``)."""
-        url = self.metrics_url.removesuffix("/metrics") + "/metrics.json"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.load(response)
-
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of the samples of ``name`` whose labels include ``labels``."""
-        return metric_sum(self.metrics(), name, labels)
 
     def segment_files(self, topic: str | None = None, partition: int | None = None) -> list[Path]:
         """The ``.log`` segment files, oldest first, of one partition, a topic, or all."""
@@ -352,6 +315,63 @@ class ReferenceBroker(_Address):
 
 
 @dataclass
+class ReferenceBroker(LocalBroker):
+    """A reference broker process (``python -m reference_broker``); started by ``start()``."""
+
+    def start(self) -> ReferenceBroker:
+        """Launch the process and wait for its READY line (or fail with its stderr tail)."""
+        command = [
+            sys.executable, "-m", "reference_broker", "--log-dir", str(self.log_dir),
+            "--port", str(self._port), "--metrics-port", "0", "--log-level", "INFO",
+            *self.options.command_args(),
+        ]
+        if self.options.tls:
+            cert, key, _ = self._tls()
+            command += ["--tls-cert", str(cert), "--tls-key", str(key)]
+        process = self._spawn(command, stdout=subprocess.PIPE)
+        self.ready = self._await_ready(process)
+        self._port = int(self.ready["bootstrap"].rsplit(":", 1)[1])
+        self._started()
+        return self
+
+    def _await_ready(self, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+        assert process.stdout is not None
+        deadline = time.monotonic() + self.options.startup_timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([process.stdout], [], [], remaining)
+            if not readable:
+                break
+            line = process.stdout.readline().decode(errors="replace")
+            if line.startswith(READY_PREFIX):
+                return json.loads(line[len(READY_PREFIX):])
+            if not line:  # stdout closed: the process is exiting
+                process.wait(timeout=5)
+                raise BrokerStartError(
+                    f"reference broker exited with status {process.returncode} before it was "
+                    f"ready; stderr tail:\n{self.stderr_tail()}"
+                )
+        self._terminate(process, signal.SIGKILL)
+        raise BrokerStartError(
+            f"reference broker printed no READY line within {self.options.startup_timeout}s; "
+            f"stderr tail:\n{self.stderr_tail()}"
+        )
+
+    @property
+    def metrics_url(self) -> str:
+        return self.ready["metrics"]
+
+    def metrics(self) -> dict[str, list[dict[str, Any]]]:
+        """The broker's metrics snapshot (see ``reference_broker.metrics.METRIC_HELP``)."""
+        url = self.metrics_url.removesuffix("/metrics") + "/metrics.json"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        return metric_sum(self.metrics(), name, labels)
+
+
+@dataclass
 class ExternalBroker(_Address):
     """A cluster started elsewhere (``--logbench-bootstrap``). Tests get its address; local
     powers are available only when ``log_dir`` says where a local broker keeps its data."""
@@ -367,7 +387,7 @@ class ExternalBroker(_Address):
         if self.log_dir is None:
             raise LocalOnly(f"the page cache of {self.bootstrap}'s segments needs "
                             "--logbench-log-dir to say where the broker keeps its data")
-        return ReferenceBroker(self.log_dir).segment_files(topic, partition)
+        return LocalBroker(self.log_dir).segment_files(topic, partition)
 
     def kill(self) -> None:
         raise self._local_only("kill()")

@@ -14,7 +14,7 @@ import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +137,41 @@ class HarnessClient(Connection):
         code = result["error_code"]
         if code and not (exist_ok and code == ErrorCode.TOPIC_ALREADY_EXISTS):
             raise KafkaError(code, f"CreateTopics {name}", result.get("error_message"))
+        self._await_leaders(name, range(partitions))
+
+    def ensure_topic(self, topic: str, partition: int = 0, timeout: float = 10.0) -> None:
+        """Ask for ``topic``'s metadata, which creates it where the broker creates topics
+        automatically, and wait until ``partition`` answers as its leader. Real clients do
+        the same: Apache Kafka creates topics on Metadata, never on Produce, and answers
+        UNKNOWN_TOPIC_OR_PARTITION until the topic exists. A topic still unknown after
+        ``timeout`` (no auto-creation) is left to fail the request that needs it."""
+        body = {"topics": [{"name": topic}], "allow_auto_topic_creation": True}
+        deadline = time.monotonic() + timeout
+        while True:
+            [found] = self.request(ApiKey.METADATA, METADATA_VERSION, body)["topics"]
+            if not found["error_code"]:
+                self._await_leaders(topic, [partition])
+                return
+            if found["error_code"] not in _NOT_YET_LEADER or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
+    def _await_leaders(self, topic: str, partitions: Iterable[int],
+                       timeout: float = 30.0) -> None:
+        """Wait until each of ``partitions`` answers as its leader. Apache Kafka answers
+        CreateTopics once its controller committed the topic; its broker becomes leader a few
+        milliseconds later, and a produce in between fails (UNKNOWN_TOPIC_OR_PARTITION,
+        NOT_LEADER_OR_FOLLOWER). ListOffsets asks the same leader, and changes nothing."""
+        deadline = time.monotonic() + timeout
+        for partition in partitions:
+            while True:
+                try:
+                    self.list_offset(topic, partition, -1)
+                    break
+                except KafkaError as exc:
+                    if exc.code not in _NOT_YET_LEADER or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.01)
 
     def partitions(self, topic: str) -> int:
         """The partition count of ``topic`` (it must exist)."""
@@ -185,6 +220,11 @@ class HarnessClient(Connection):
         return part["offset"], part["timestamp"]
 
 
+# What a partition answers between its creation and its broker becoming its leader.
+_NOT_YET_LEADER = (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                   ErrorCode.LEADER_NOT_AVAILABLE)
+
+
 def _produce_body(topic: str, partition: int, records: bytes, acks: int) -> dict[str, Any]:
     return {"transactional_id": None, "acks": acks, "timeout_ms": 30_000,
             "topic_data": [{"name": topic, "partition_data": [
@@ -212,6 +252,7 @@ class Producer:
 
     def __init__(self, bootstrap: str, **connection: Any) -> None:
         self.client = HarnessClient(bootstrap, **connection)
+        self._ready: set[tuple[str, int]] = set()
 
     def close(self) -> None:
         self.client.close()
@@ -222,6 +263,9 @@ class Producer:
         """Append at least ``total_bytes`` of records of ``record_bytes`` each (values of
         incompressible-looking bytes, no keys), ``batch_bytes`` per produce request, with up
         to ``in_flight`` requests unanswered (Kafka's producer pipelines 5 by default)."""
+        if (topic, partition) not in self._ready:
+            self.client.ensure_topic(topic, partition)
+            self._ready.add((topic, partition))
         per_batch = max(1, batch_bytes // (record_bytes + 8))
         value = (bytes(range(256)) * (record_bytes // 256 + 1))[:record_bytes]
         batch = build_batch([(None, value, [])] * per_batch, compression=compression)

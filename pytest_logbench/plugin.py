@@ -22,7 +22,13 @@ import pytest
 
 from pytest_logbench import hookspecs
 from pytest_logbench.baselines import Baselines, parse_threshold
-from pytest_logbench.brokers import BrokerOptions, ExternalBroker, LocalOnly, ReferenceBroker
+from pytest_logbench.brokers import (
+    BrokerOptions,
+    ExternalBroker,
+    LocalOnly,
+    ReferenceBroker,
+    ReferenceOnly,
+)
 from pytest_logbench.client import Consumer, Producer
 from pytest_logbench.measure import Budget, Meter, Verdict
 from pytest_logbench.plots import plots_unavailable
@@ -32,6 +38,7 @@ from pytest_logbench.workloads import client_options
 REPORT_KEY = pytest.StashKey[SessionReport]()
 BUDGET_KEY = pytest.StashKey[Budget]()
 SAVED_ROUNDS = 15
+BROKER_KINDS = ("reference", "kafka")
 
 MARKERS = {
     "slow": "slow: takes more than a few seconds; still run in CI",
@@ -56,6 +63,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--logbench-log-dir", metavar="DIR", default=None,
         help="where the external broker keeps its data, enabling page-cache fixtures against it "
         "(ini: logbench_log_dir)",
+    )
+    group.addoption(
+        "--logbench-broker", choices=BROKER_KINDS, default=None,
+        help="the broker the broker fixtures start: the reference broker (default) or Apache "
+        "Kafka, fetched from Maven Central once, needs Java 17+ (ini: logbench_broker)",
     )
     group.addoption(
         "--logbench-keep-data", action="store_true", default=False,
@@ -103,6 +115,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("logbench_bootstrap", "external cluster address (see --logbench-bootstrap)")
     parser.addini("logbench_log_dir", "external broker data dir (see --logbench-log-dir)")
     parser.addini("logbench_storage", "baseline storage dir (see --logbench-storage)")
+    parser.addini("logbench_broker", "broker kind: reference or kafka (see --logbench-broker)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -114,6 +127,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"--logbench-bootstrap expects HOST:PORT, got {bootstrap!r}"
         )
+    if _setting(config, "broker") not in (None, *BROKER_KINDS):
+        raise pytest.UsageError(f"logbench_broker must be one of {BROKER_KINDS}, got "
+                                f"{_setting(config, 'broker')!r}")
     log_dir = _setting(config, "log_dir")
     if log_dir is not None and not Path(log_dir).is_dir():
         raise pytest.UsageError(f"--logbench-log-dir {log_dir!r} is not a directory")
@@ -184,7 +200,15 @@ def _setting(config: pytest.Config, name: str) -> str | None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_logbench_launch_broker(log_dir: Path, options: BrokerOptions, work_dir: Path) -> Any:
-    """The default launcher: a reference broker subprocess."""
+    """The default launcher: a reference broker subprocess, or Apache Kafka for
+    ``kind="kafka"`` (skipped with the reason where Java or its jars are missing)."""
+    if options.kind == "kafka":
+        from pytest_logbench import kafka
+
+        broker = kafka.KafkaBroker(log_dir, options, work_dir=work_dir)  # checks the options
+        if (reason := kafka.unavailable_reason()) is not None:
+            pytest.skip(reason)
+        return broker
     return ReferenceBroker(log_dir, options, work_dir=work_dir)
 
 
@@ -196,8 +220,10 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
     """Start brokers with options; all are stopped and their data removed at teardown.
 
     ``broker_factory(copy=True, segment_bytes=1 << 20)`` takes ``BrokerOptions``' fields and
-    any broker setting (``reference_broker.config.SETTINGS``). Against an external cluster it
-    returns the cluster (settings that need this broker's own process skip the test).
+    any broker setting (``reference_broker.config.SETTINGS``); ``kind="kafka"`` starts Apache
+    Kafka (default: ``--logbench-broker``). Against an external cluster it returns the cluster
+    (settings that need this broker's own process skip the test), and settings a kind of broker
+    cannot honour skip it too.
     """
     config = request.config
     external = _setting(config, "bootstrap")
@@ -206,6 +232,7 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
     budgets: list[Any] = []
 
     def start(**changes: Any) -> Any:
+        changes.setdefault("kind", _setting(config, "broker") or "reference")
         options = BrokerOptions().with_(**changes)
         if external is not None:
             local_needs = options.local_only() + [
@@ -216,9 +243,12 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
             log_dir = _setting(config, "log_dir")
             return ExternalBroker(external, Path(log_dir) if log_dir else None)
         log_dir = work_root / f"broker{len(started)}"
-        broker = config.hook.pytest_logbench_launch_broker(
-            log_dir=log_dir, options=options, work_dir=work_root
-        )
+        try:
+            broker = config.hook.pytest_logbench_launch_broker(
+                log_dir=log_dir, options=options, work_dir=work_root
+            )
+        except ReferenceOnly as exc:  # e.g. copy=True on Kafka
+            pytest.skip(str(exc))
         if options.memory_limit_bytes is not None:
             budgets.append(_attach_memory_budget(broker, options.memory_limit_bytes))
         broker.after_start.append(lambda b: config.hook.pytest_logbench_broker_ready(broker=b))
@@ -257,7 +287,8 @@ def _attach_memory_budget(broker: Any, limit_bytes: int) -> Any:
 
 @pytest.fixture
 def broker(broker_factory: BrokerFactory) -> Any:
-    """A fresh reference broker in its own temporary log dir (or the external cluster)."""
+    """A fresh broker in its own temporary log dir: the reference broker, or Apache Kafka
+    under ``--logbench-broker=kafka`` (or the external cluster)."""
     return broker_factory()
 
 

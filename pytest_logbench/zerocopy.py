@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_logbench.brokers import MetricsWindow
+from pytest_logbench.brokers import MetricsWindow, ReferenceOnly
 from reference_broker.records import HEADER_SIZE
 
 TracerKind = Literal["perf-stat", "perf-record", "strace"]
@@ -52,7 +52,9 @@ ROUND_SYSCALLS = ("sendfile64", "pread64", "read", "sendto", "sendmsg", "write",
 # Syscalls traced for the zero-copy verdict: sendfile and every way to read a file.
 _TRACED = ("sendfile64", "read", "pread64", "readv", "preadv", "preadv2")
 _STRACE_FILTER = "/^(sendfile|sendfile64|read|pread64|readv|preadv|preadv2)$"
-_SEGMENT = re.compile(r"\.log(?: \(deleted\))?$")  # Kafka segment files; deleted ones too
+# Segment files of topics clients fetch, deleted ones too. Internal topics (``__`` names) are
+# not fetched payload: Kafka's own broker reads its KRaft metadata log every 500 ms.
+_SEGMENT = re.compile(r"/(?!__)[^/]+-\d+/\d+\.log(?: \(deleted\))?$")
 _ATTACH_SECONDS = 10.0
 _STOP_SECONDS = 30.0
 
@@ -464,10 +466,10 @@ class ZeroCopyReport:
     """The verdict on one window, with the figures of every source that was used."""
 
     pid: int
-    payload_bytes: int
-    sent: dict[str, int]  # broker counters: bytes sent by path in the window
+    payload_bytes: int  # from the broker's counters, else what the trace saw leave
+    sent: dict[str, int] | None  # broker counters: bytes sent by path; None: it has none
     trace: SyscallTally | None
-    fallback: str  # why the kernel was not asked, "" when it was
+    fallback: str  # why the kernel (or, with ``sent`` None, the broker) was not asked
     problems: tuple[str, ...]
 
     @property
@@ -480,14 +482,17 @@ class ZeroCopyReport:
             return f"broker counters only ({self.fallback})"
         source = ("perf tracepoints syscalls:sys_*_sendfile64 and the read family"
                   if self.trace.tool == "perf" else "strace -f -y attached to the broker")
+        if self.sent is None:
+            return f"{source} only ({self.fallback})"
         return f"broker counters + {source}"
 
     def message(self) -> str:
         verdict = "zero-copy" if self.ok else "NOT zero-copy"
+        counters = ("none" if self.sent is None
+                    else ", ".join(f"{path} {_mb(n)}" for path, n in self.sent.items()))
         lines = [f"broker pid {self.pid}: {verdict}; evidence: {self.evidence}",
                  f"  payload fetched in the window: {_mb(self.payload_bytes)}",
-                 "  broker counters: " + ", ".join(f"{path} {_mb(n)}"
-                                                   for path, n in self.sent.items())]
+                 f"  broker counters: {counters}"]
         if self.trace is not None:
             t = self.trace
             lines.append(f"  kernel ({t.tool}): sendfile {_mb(t.sendfile_bytes)} in "
@@ -503,10 +508,25 @@ def check_zero_copy(broker: Any, during: Callable[[], object], *,
     """Run ``during`` and judge whether every payload byte it fetched left by sendfile.
 
     The counters are read before the tracer attaches and after it detached, so the tracer sees
-    exactly the window and the counters see all of it.
+    exactly the window and the counters see all of it. A broker without logbench's counters
+    (Apache Kafka) is judged on the trace alone: the payload is then what left by sendfile
+    plus the segment bytes read into the broker, and without a tracer there is no evidence
+    (``ReferenceOnly``, a skip for tests).
     """
     pid = broker.pid
     tracer, fallback = trace_for(evidence, pid)
+    try:
+        broker.metrics()
+    except ReferenceOnly as exc:
+        if tracer is None:
+            raise ReferenceOnly(f"no evidence of zero-copy: {exc}, and no tracer ({fallback})"
+                                ) from None
+        with tracer:
+            during()
+        trace = tracer.tally
+        payload = trace.sendfile_bytes + trace.copied_bytes
+        return ZeroCopyReport(pid, payload, None, trace, f"{exc}",
+                              tuple(_problems(payload, None, trace)))
     window = tracer if tracer is not None else contextlib.nullcontext()
     with MetricsWindow(broker) as counters, window:
         during()
@@ -518,9 +538,24 @@ def check_zero_copy(broker: Any, during: Callable[[], object], *,
                           tuple(_problems(payload, sent, trace)))
 
 
-def _problems(payload: int, sent: dict[str, int], trace: SyscallTally | None) -> list[str]:
+def _problems(payload: int, sent: dict[str, int] | None,
+              trace: SyscallTally | None) -> list[str]:
     if payload == 0:
         return ["no payload bytes were fetched in the window, so nothing shows zero-copy"]
+    problems = []
+    if sent is not None:
+        problems += _counter_problems(payload, sent)
+    if trace is not None:
+        if trace.sendfile_bytes < payload:
+            problems.append(f"{trace.tool}: sendfile moved only {_mb(trace.sendfile_bytes)} of "
+                            f"{_mb(payload)} payload")
+        if trace.copied_bytes:
+            problems.append(f"{trace.tool}: {trace.copied_calls} reads copied "
+                            f"{_mb(trace.copied_bytes)} of segment data into the broker's memory")
+    return problems
+
+
+def _counter_problems(payload: int, sent: dict[str, int]) -> list[str]:
     problems = []
     if sent["copy"]:
         problems.append(f"broker counters: {_mb(sent['copy'])} left by the copy path "
@@ -531,11 +566,4 @@ def _problems(payload: int, sent: dict[str, int], trace: SyscallTally | None) ->
     if sent["zerocopy"] < payload:
         problems.append(f"broker counters: only {_mb(sent['zerocopy'])} of {_mb(payload)} "
                         "payload left by sendfile")
-    if trace is not None:
-        if trace.sendfile_bytes < payload:
-            problems.append(f"{trace.tool}: sendfile moved only {_mb(trace.sendfile_bytes)} of "
-                            f"{_mb(payload)} payload")
-        if trace.copied_bytes:
-            problems.append(f"{trace.tool}: {trace.copied_calls} reads copied "
-                            f"{_mb(trace.copied_bytes)} of segment data into the broker's memory")
     return problems
