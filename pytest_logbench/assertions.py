@@ -21,12 +21,13 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import psutil
 
 from pytest_logbench import pagecache
 from pytest_logbench.brokers import MetricsWindow
+from pytest_logbench.contract import Broker, CountingBroker
 from pytest_logbench.results import METRICS, Result, paired_ratios
 from pytest_logbench.stats import (
     DEFAULT_CONFIDENCE,
@@ -208,7 +209,7 @@ def assert_cheaper(a: Result, b: Result, *, cpu_per_gb_by: float | None = None,
             _assert_paired(a, b, metric, by, confidence, "cheaper")
 
 
-def assert_zero_copy(broker: Any, during: Callable[[], object], *,
+def assert_zero_copy(broker: Broker, during: Callable[[], object], *,
                      evidence: Evidence = "auto") -> ZeroCopyReport:
     """Run ``during`` and fail unless every payload byte fetched meanwhile left the broker by
     sendfile and none by a copy, per the broker's counters and, where the kernel lets us, a
@@ -258,7 +259,7 @@ class CacheReport:
         return "\n".join(lines)
 
 
-def assert_served_from_cache(broker: Any, during: Callable[[], object], *,
+def assert_served_from_cache(broker: Broker, during: Callable[[], object], *,
                              topic: str | None = None) -> CacheReport:
     """Run ``during`` (fetches only: appends add pages too) and fail unless it was served
     from the page cache: no page of the broker's segments (of ``topic``, default all) entered
@@ -287,7 +288,7 @@ def _storage_reads(process: psutil.Process) -> int | None:
         return None
 
 
-def assert_fetch_reads(broker: Any, kind: Literal["tail", "history"],
+def assert_fetch_reads(broker: CountingBroker, kind: Literal["tail", "history"],
                        during: Callable[[], object], *, at_least: float = 1.0) -> dict[str, int]:
     """Run ``during`` and fail unless at least ``at_least`` (a fraction) of the payload bytes
     fetched meanwhile were ``kind`` reads by the broker's own classification: ``tail`` when

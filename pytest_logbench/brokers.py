@@ -20,9 +20,13 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pytest_logbench.contract import CountingBroker
 from reference_broker.config import READY_PREFIX, SETTINGS
+
+if TYPE_CHECKING:
+    from pytest_logbench.memory import MemoryBudget
 
 STDERR_TAIL_LINES = 30
 
@@ -131,7 +135,7 @@ class MetricsWindow:
 
     SETTLE_SECONDS = 2.0
 
-    def __init__(self, broker: Any) -> None:
+    def __init__(self, broker: CountingBroker) -> None:
         self.broker = broker
         self.before: dict[str, list[dict[str, Any]]] = {}
         self.after: dict[str, list[dict[str, Any]]] = {}
@@ -188,6 +192,8 @@ class LocalBroker(_Address):
     tls_files: tuple[Path, Path, Path] | None = None  # cert, key, CA
     # Called after every start and restart: memory budgets re-add the new pid, hooks fire.
     after_start: list[Callable[[Any], None]] = field(default_factory=list)
+    # The cgroup bounding its memory, when broker_factory(memory_limit_bytes=...) gave one.
+    memory_budget: MemoryBudget | None = None
 
     def __post_init__(self) -> None:
         self.work_dir = self.work_dir or self.log_dir.parent

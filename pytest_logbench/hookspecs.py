@@ -7,13 +7,19 @@ hook specs through ``pytest_addhooks``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
+if TYPE_CHECKING:
+    from pytest_logbench.brokers import BrokerOptions
+    from pytest_logbench.contract import LocalBroker
+    from pytest_logbench.results import Result
+
 
 @pytest.hookspec(firstresult=True)
-def pytest_logbench_launch_broker(log_dir: Path, options: Any, work_dir: Path) -> Any:
+def pytest_logbench_launch_broker(log_dir: Path, options: BrokerOptions,
+                                  work_dir: Path) -> LocalBroker | None:
     """Return a broker for a test, not yet started: the fixture calls its ``start()``.
 
     The first non-None result wins, so a plugin can launch Redpanda or a Kafka binary instead
@@ -26,10 +32,10 @@ def pytest_logbench_launch_broker(log_dir: Path, options: Any, work_dir: Path) -
 
 
 @pytest.hookspec
-def pytest_logbench_broker_ready(broker: Any) -> None:
+def pytest_logbench_broker_ready(broker: LocalBroker) -> None:
     """Called each time a broker launched by the fixtures became ready (restarts included)."""
 
 
 @pytest.hookspec
-def pytest_logbench_result(result: Any, nodeid: str) -> None:
+def pytest_logbench_result(result: Result, nodeid: str) -> None:
     """Called with each measurement result a test records (result sinks: dashboards, files)."""

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_logbench.brokers import LocalOnly
+from pytest_logbench.contract import Broker
 from pytest_logbench.results import ResidencySample, Result, Round
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class _Reading:
 class _BrokerProbe:
     """Reads a broker's CPU (and syscall counts with perf) around a timed section."""
 
-    def __init__(self, broker: Any, syscalls: bool | None) -> None:
+    def __init__(self, broker: Broker, syscalls: bool | None) -> None:
         import psutil
 
         try:

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -30,10 +30,14 @@ from pytest_logbench.brokers import (
     ReferenceOnly,
 )
 from pytest_logbench.client import Consumer, Producer
+from pytest_logbench.contract import Broker, LocalBroker
 from pytest_logbench.measure import Budget, Meter, Verdict
 from pytest_logbench.plots import plots_unavailable
 from pytest_logbench.report import SessionReport
 from pytest_logbench.workloads import client_options
+
+if TYPE_CHECKING:
+    from pytest_logbench.memory import MemoryBudget
 
 REPORT_KEY = pytest.StashKey[SessionReport]()
 BUDGET_KEY = pytest.StashKey[Budget]()
@@ -199,7 +203,8 @@ def _setting(config: pytest.Config, name: str) -> str | None:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_logbench_launch_broker(log_dir: Path, options: BrokerOptions, work_dir: Path) -> Any:
+def pytest_logbench_launch_broker(log_dir: Path, options: BrokerOptions,
+                                  work_dir: Path) -> LocalBroker:
     """The default launcher: a reference broker subprocess, or Apache Kafka for
     ``kind="kafka"`` (skipped with the reason where Java or its jars are missing)."""
     if options.kind == "kafka":
@@ -272,7 +277,7 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
             raise RuntimeError("stopping brokers failed: " + "; ".join(errors))
 
 
-def _attach_memory_budget(broker: Any, limit_bytes: int) -> Any:
+def _attach_memory_budget(broker: LocalBroker, limit_bytes: int) -> MemoryBudget:
     from pytest_logbench.memory import MemoryBudget, cgroup_support, reap_stale
 
     supported, reason = cgroup_support()
@@ -286,14 +291,14 @@ def _attach_memory_budget(broker: Any, limit_bytes: int) -> Any:
 
 
 @pytest.fixture
-def broker(broker_factory: BrokerFactory) -> Any:
+def broker(broker_factory: BrokerFactory) -> Broker:
     """A fresh broker in its own temporary log dir: the reference broker, or Apache Kafka
     under ``--logbench-broker=kafka`` (or the external cluster)."""
     return broker_factory()
 
 
 @pytest.fixture
-def producer(broker: Any) -> Iterator[Producer]:
+def producer(broker: Broker) -> Iterator[Producer]:
     """The harness producer bound to ``broker``: ``producer.produce(topic, total_bytes)``."""
     client = Producer(broker.bootstrap, **client_options(broker))
     yield client
@@ -301,7 +306,7 @@ def producer(broker: Any) -> Iterator[Producer]:
 
 
 @pytest.fixture
-def consumer(broker: Any) -> Iterator[Consumer]:
+def consumer(broker: Broker) -> Iterator[Consumer]:
     """The harness consumer bound to ``broker``: ``consumer.consume(topic)`` counts bytes and
     batches without decoding records."""
     client = Consumer(broker.bootstrap, **client_options(broker))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pytest
 
+from pytest_logbench.contract import Broker
 from pytest_logbench.stats import parse_size
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ class Workload(Protocol):
     every round (untimed: put the page cache in a known state), ``run`` timed, ``close`` at
     the end, also after a failure."""
 
-    broker: Any
+    broker: Broker
     name: str
 
     def describe(self) -> dict[str, Any]: ...
@@ -45,7 +46,7 @@ class Workload(Protocol):
     def close(self) -> None: ...
 
 
-def client_options(broker: Any) -> dict[str, Any]:
+def client_options(broker: Broker) -> dict[str, Any]:
     """Connection arguments for the harness clients: a TLS broker needs its CA trusted."""
     options = getattr(broker, "options", None)
     if options is not None and options.tls:
@@ -63,7 +64,7 @@ class ProduceWorkload:
 
     name = "produce"
 
-    def __init__(self, broker: Any, size: int | str = "64 MiB", *, topic: str | None = None,
+    def __init__(self, broker: Broker, size: int | str = "64 MiB", *, topic: str | None = None,
                  record_bytes: int = 1024, batch_bytes: int = 256 << 10, acks: int = 1) -> None:
         self.broker = broker
         self.size = parse_size(size)
@@ -132,7 +133,7 @@ class FetchWorkload:
     (``pytest_logbench.receive``: ``"auto"`` splices, ``"copy"`` pays what a client pays).
     """
 
-    def __init__(self, broker: Any, size: int | str = "64 MiB", *, topic: str | None = None,
+    def __init__(self, broker: Broker, size: int | str = "64 MiB", *, topic: str | None = None,
                  cache: Literal["warm", "cold", "as-is"] = "warm", consumers: int = 1,
                  max_bytes: int = 8 << 20, receive: str = "auto") -> None:
         if cache not in ("warm", "cold", "as-is"):
@@ -239,7 +240,7 @@ class FetchWorkload:
             self._consumer.close()
 
 
-def _local_log_dir(broker: Any) -> Path | None:
+def _local_log_dir(broker: Broker) -> Path | None:
     """The broker's log dir when it is a local directory we may write beside, else None."""
     try:
         log_dir = Path(broker.log_dir)
@@ -249,7 +250,7 @@ def _local_log_dir(broker: Any) -> Path | None:
     return log_dir if log_dir.is_dir() else None
 
 
-def _broker_traits(broker: Any) -> dict[str, Any]:
+def _broker_traits(broker: Broker) -> dict[str, Any]:
     """The broker options a reader of a report needs to interpret its figures."""
     options = getattr(broker, "options", None)
     if options is None:

@@ -38,9 +38,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pytest_logbench.brokers import MetricsWindow, ReferenceOnly
+from pytest_logbench.contract import Broker
 from reference_broker.records import HEADER_SIZE
 
 TracerKind = Literal["perf-stat", "perf-record", "strace"]
@@ -503,7 +504,7 @@ class ZeroCopyReport:
         return "\n".join(lines)
 
 
-def check_zero_copy(broker: Any, during: Callable[[], object], *,
+def check_zero_copy(broker: Broker, during: Callable[[], object], *,
                     evidence: Evidence = "auto") -> ZeroCopyReport:
     """Run ``during`` and judge whether every payload byte it fetched left by sendfile.
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_logbench.brokers import BrokerOptions, BrokerStartError, LocalBroker, ReferenceOnly
-from pytest_logbench.kafka import jars
+from pytest_logbench.kafka.jars import fetch as fetch_jars
 from reference_broker.config import SETTINGS
 
 READY_LINE = b"Kafka Server started"
@@ -137,7 +137,7 @@ class KafkaBroker(LocalBroker):
     def start(self) -> KafkaBroker:
         """Format the log dir on first use, launch Kafka, and wait until it serves requests
         (or fail with the tail of its log)."""
-        classpath = f"{jars.fetch()}/*"
+        classpath = f"{fetch_jars()}/*"
         if not self._port:
             self._port, self._controller_port = free_ports(2)
         properties = self._write_config()
