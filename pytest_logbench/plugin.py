@@ -13,7 +13,6 @@ Fixtures:
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,7 +231,9 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
     """
     config = request.config
     external = _setting(config, "bootstrap")
-    work_root = Path(tempfile.mkdtemp(prefix="logbench-"))
+    # Under pytest's basetemp: if pytest itself is killed, its retention policy removes what
+    # the teardown below could not.
+    work_root = request.getfixturevalue("tmp_path_factory").mktemp("logbench")
     started: list[Any] = []
     budgets: list[Any] = []
 
@@ -273,6 +274,11 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
             budget.close()
         if not config.getoption("logbench_keep_data"):
             shutil.rmtree(work_root, ignore_errors=True)
+        elif started:
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"logbench: kept the brokers' data of "
+                                    f"{request.node.nodeid} in {work_root}")
         if errors:
             raise RuntimeError("stopping brokers failed: " + "; ".join(errors))
 

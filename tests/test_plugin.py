@@ -253,3 +253,16 @@ def test_logbench_local_marker_skips_against_an_external_cluster(pytester, tmp_p
         result.stdout.fnmatch_lines(["*marked logbench_local*"])
     finally:
         external.stop()
+
+
+def test_kept_data_is_under_pytests_basetemp_and_its_path_printed(pytester):
+    pytester.makepyfile("""
+        def test_it(broker):
+            assert broker.log_dir.is_dir()
+    """)
+    result = pytester.runpytest("--logbench-keep-data", "-s")
+    result.assert_outcomes(passed=1)
+    [line] = [x for x in result.outlines if x.startswith("logbench: kept the brokers' data")]
+    kept = Path(line.rsplit(" in ", 1)[1])
+    assert kept.is_dir() and any(kept.iterdir())
+    assert str(pytester.path.parent) in str(kept) or "pytest-of" in str(kept)
