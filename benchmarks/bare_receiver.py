@@ -78,11 +78,11 @@ class BareSpliceFetch:
         sock, head, offset, total, requests = self._sock, memoryview(self._head), 0, 0, 0
         started = time.perf_counter()
         while offset < self.end:
-            self._frame[self._at:self._at + 8] = offset.to_bytes(8, "big")
+            self._frame[self._at : self._at + 8] = offset.to_bytes(8, "big")
             sock.sendall(self._frame)
             view = head
             while view:
-                view = view[sock.recv_into(view):]
+                view = view[sock.recv_into(view) :]
             length = int.from_bytes(head[-4:], "big", signed=True)
             self._drain.discard(sock, length)
             offset, whole = self._advance(offset, length)

@@ -43,42 +43,61 @@ def test_the_harness_consumer_is_not_the_limit(broker, measure):
     interleaved rounds: the instrument must read at >= 0.85x the bare loop's rate."""
     topic = "receiver-check"
     Producer(broker.bootstrap).produce(topic, FETCH_SIZE)
-    harness, bare = measure.compare(FetchWorkload(broker, FETCH_SIZE, topic=topic),
-                                    BareSpliceFetch(broker, topic), rounds=ROUNDS,
-                                    names=("harness consumer", "bare splice loop"),
-                                    syscalls=False)
-    ratios = print_comparison("receiver check: zero-copy broker, warm", harness, bare,
-                              metrics=("throughput",))
-    print(f"The harness consumer read at {ratios['throughput']:.2f}x the bare splice loop's "
-          "rate (target >= 0.85).")
+    harness, bare = measure.compare(
+        FetchWorkload(broker, FETCH_SIZE, topic=topic),
+        BareSpliceFetch(broker, topic),
+        rounds=ROUNDS,
+        names=("harness consumer", "bare splice loop"),
+        syscalls=False,
+    )
+    ratios = print_comparison(
+        "receiver check: zero-copy broker, warm", harness, bare, metrics=("throughput",)
+    )
+    print(
+        f"The harness consumer read at {ratios['throughput']:.2f}x the bare splice loop's "
+        "rate (target >= 0.85)."
+    )
     if len(harness.rounds) >= 5:
         bound = median_lower_bound(paired_ratios(harness, bare), 0.8)
         assert bound >= 0.85 or ratios["throughput"] >= 0.85, (
-            f"the harness consumer is the bottleneck: {ratios['throughput']:.2f}x the bare loop")
+            f"the harness consumer is the bottleneck: {ratios['throughput']:.2f}x the bare loop"
+        )
 
 
 def test_fetch_against_raw_sendfile_and_raw_copy(broker_factory, measure):
     zero_copy, copy = broker_factory(), broker_factory(copy=True)
-    zc = measure(FetchWorkload(zero_copy, FETCH_SIZE), rounds=ROUNDS, control=True,
-                 name="broker zero-copy")
+    zc = measure(
+        FetchWorkload(zero_copy, FETCH_SIZE), rounds=ROUNDS, control=True, name="broker zero-copy"
+    )
     print(f"\n--- warm fetch, {FETCH_SIZE // MIB} MiB per round, fast receiver ---")
     print(zc.describe(), zc.describe("relative"), sep="\n")
     print(_ceiling_line("zero-copy fetch vs bare sendfile", zc))
     cp, raw_copy = measure.compare(
         FetchWorkload(copy, FETCH_SIZE),
         RawFetchWorkload(None, FETCH_SIZE, near=copy.log_dir.parent, mode="copy"),
-        rounds=ROUNDS, names=("broker copy path", "raw pread+send"))
+        rounds=ROUNDS,
+        names=("broker copy path", "raw pread+send"),
+    )
     ratios = print_comparison("copy path vs bare pread + send", cp, raw_copy)
-    print(f"copy-path fetch vs bare pread+send: {ratios['throughput']:.0%} of the bare rate"
-          + (f" at {ratios['cpu']:.2f}x its CPU per GB" if "cpu" in ratios else ""))
+    print(
+        f"copy-path fetch vs bare pread+send: {ratios['throughput']:.0%} of the bare rate"
+        + (f" at {ratios['cpu']:.2f}x its CPU per GB" if "cpu" in ratios else "")
+    )
     zc_rate, cp_rate = zc.mb_per_s.median, cp.mb_per_s.median
-    print(f"zero-copy {zc_rate:,.0f} MB/s vs copy path {cp_rate:,.0f} MB/s: "
-          f"{zc_rate / cp_rate:.2f}x (separate rounds; the tutorial interleaves them)")
+    print(
+        f"zero-copy {zc_rate:,.0f} MB/s vs copy path {cp_rate:,.0f} MB/s: "
+        f"{zc_rate / cp_rate:.2f}x (separate rounds; the tutorial interleaves them)"
+    )
 
 
 def test_produce_against_raw_append(broker, measure):
-    produce = measure(ProduceWorkload(broker, PRODUCE_SIZE), rounds=ROUNDS, control=True,
-                      name="broker produce", syscalls=False)
+    produce = measure(
+        ProduceWorkload(broker, PRODUCE_SIZE),
+        rounds=ROUNDS,
+        control=True,
+        name="broker produce",
+        syscalls=False,
+    )
     print(f"\n--- produce, {PRODUCE_SIZE // MIB} MiB per round, 256 KiB requests, 5 in flight ---")
     print(produce.describe(), produce.describe("relative"), sep="\n")
     print(_ceiling_line("produce vs bare socket-to-file appends", produce))
@@ -86,9 +105,12 @@ def test_produce_against_raw_append(broker, measure):
 
 def test_raw_peers_alone(measure, tmp_path):
     """The two ceilings against each other: bare sendfile vs bare pread + send, interleaved."""
-    a, b = measure.compare(RawFetchWorkload(None, FETCH_SIZE, near=tmp_path),
-                           RawFetchWorkload(None, FETCH_SIZE, near=tmp_path, mode="copy"),
-                           rounds=ROUNDS, names=("raw sendfile", "raw pread+send"))
+    a, b = measure.compare(
+        RawFetchWorkload(None, FETCH_SIZE, near=tmp_path),
+        RawFetchWorkload(None, FETCH_SIZE, near=tmp_path, mode="copy"),
+        rounds=ROUNDS,
+        names=("raw sendfile", "raw pread+send"),
+    )
     print_comparison("the machine: bare sendfile vs bare pread + send", a, b)
     append = measure(RawAppendWorkload(None, PRODUCE_SIZE, near=tmp_path), rounds=ROUNDS)
     print(append.describe(), append.describe("cpu"), sep="\n")

@@ -29,10 +29,13 @@ from sizes import SMOKE
 RUNS = int(os.environ.get("LOGBENCH_GATE_RUNS", "1" if SMOKE else "20"))
 SLOWDOWNS = (1.0, 1.25, 1.5, 2.0)
 TARGETS = {  # (slowdown, load): (runs flagged, "at least" or "at most", out of 20)
-    (1.0, "calm"): (1, "at most"), (1.0, "busy"): (1, "at most"),
+    (1.0, "calm"): (1, "at most"),
+    (1.0, "busy"): (1, "at most"),
     (1.25, "calm"): (16, "at least"),
-    (1.5, "calm"): (19, "at least"), (1.5, "busy"): (19, "at least"),
-    (2.0, "calm"): (19, "at least"), (2.0, "busy"): (19, "at least"),
+    (1.5, "calm"): (19, "at least"),
+    (1.5, "busy"): (19, "at least"),
+    (2.0, "calm"): (19, "at least"),
+    (2.0, "busy"): (19, "at least"),
 }
 
 GATED_TEST = """
@@ -58,16 +61,32 @@ def pytest_logbench_launch_broker(log_dir, options, work_dir):
 
 def _session(project, slowdown: float, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-         *args], cwd=project, env={**os.environ, "GATE_SLOWDOWN": str(slowdown)},
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            *args,
+        ],
+        cwd=project,
+        env={**os.environ, "GATE_SLOWDOWN": str(slowdown)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @contextmanager
 def _busy_cores():
     """One process spinning per core for the duration: a CI runner shared with other jobs."""
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                for _ in range(os.cpu_count() or 1)]
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 1)
+    ]
     try:
         yield
     finally:
@@ -91,32 +110,40 @@ def test_gate_detection_and_false_alarm_rates(tmp_path):
         with _busy_cores() if load == "busy" else _nothing():
             for _ in range(RUNS):
                 for slowdown in SLOWDOWNS:
-                    run = _session(project, slowdown, "--logbench-compare=main",
-                                   "--logbench-compare-fail=throughput:10%")
+                    run = _session(
+                        project,
+                        slowdown,
+                        "--logbench-compare=main",
+                        "--logbench-compare-fail=throughput:10%",
+                    )
                     assert run.returncode in (0, 1), run.stdout + run.stderr
                     flagged.setdefault((slowdown, load), []).append(run.returncode)
         seconds[load] = time.monotonic() - started
 
-    print(f"\n--- the README's gate (throughput:10%), {RUNS} runs per cell, baseline saved "
-          "calm ---")
+    print(
+        f"\n--- the README's gate (throughput:10%), {RUNS} runs per cell, baseline saved calm ---"
+    )
     print(f"{'fetch slowdown':<16} {'calm: flagged':>14} {'busy: flagged':>14}   target")
     for slowdown in SLOWDOWNS:
         cells = []
         for load in ("calm", "busy"):
             codes = flagged[(slowdown, load)]
             cells.append(f"{sum(codes)} of {len(codes)}")
-        goals = [f"{load} {how} {n}/20" for (s, load), (n, how) in TARGETS.items()
-                 if s == slowdown]
+        goals = [f"{load} {how} {n}/20" for (s, load), (n, how) in TARGETS.items() if s == slowdown]
         name = "unchanged" if slowdown == 1 else f"{slowdown:g}x"
         print(f"{name:<16} {cells[0]:>14} {cells[1]:>14}   {', '.join(goals)}")
-    print(f"(calm runs took {seconds['calm'] / (RUNS * len(SLOWDOWNS)):.1f} s each, busy "
-          f"{seconds['busy'] / (RUNS * len(SLOWDOWNS)):.1f} s each)")
+    print(
+        f"(calm runs took {seconds['calm'] / (RUNS * len(SLOWDOWNS)):.1f} s each, busy "
+        f"{seconds['busy'] / (RUNS * len(SLOWDOWNS)):.1f} s each)"
+    )
     for (slowdown, load), (target, how) in TARGETS.items():
         codes = flagged[(slowdown, load)]
         rate, goal = sum(codes) / len(codes), target / 20
         met = rate <= goal if how == "at most" else rate >= goal
-        print(f"  {'met ' if met else 'MISSED'} {slowdown:g}x {load}: {sum(codes)}/{len(codes)} "
-              f"flagged, target {how} {target}/20")
+        print(
+            f"  {'met ' if met else 'MISSED'} {slowdown:g}x {load}: {sum(codes)}/{len(codes)} "
+            f"flagged, target {how} {target}/20"
+        )
 
 
 @contextmanager

@@ -35,8 +35,9 @@ PRODUCE_MB_S = 8.0
 def _phase(broker, page_cache, *, replay: bool) -> tuple[FleetResult, float, dict[str, float]]:
     """Run the fleet once; return it, the newest segments' cached fraction, and the broker's
     tail / history fetch bytes during the run."""
-    before = {read: broker.metric("logbench_fetch_bytes_total", read=read)
-              for read in ("tail", "history")}
+    before = {
+        read: broker.metric("logbench_fetch_bytes_total", read=read) for read in ("tail", "history")
+    }
     fleet = Fleet(broker.bootstrap, "events").producer(rate_mb_s=PRODUCE_MB_S).tail(2)
     if replay:
         fleet.replay(1, start="earliest", until=0.5)  # history only: stop half way
@@ -55,8 +56,9 @@ def _latencies(result: FleetResult, role: str) -> tuple[float, float]:
 
 
 def test_a_replay_evicts_the_tail_and_slows_everyone(broker_factory, page_cache):
-    broker = broker_factory(memory_limit_bytes=BUDGET, segment_bytes=16 * MIB,
-                            tail_window_bytes=32 * MIB)
+    broker = broker_factory(
+        memory_limit_bytes=BUDGET, segment_bytes=16 * MIB, tail_window_bytes=32 * MIB
+    )
     supported, reason = eviction_supported(broker.log_dir)
     if not supported:
         pytest.skip(reason)
@@ -69,36 +71,52 @@ def test_a_replay_evicts_the_tail_and_slows_everyone(broker_factory, page_cache)
     calm, calm_resident, calm_read = _phase(broker, page_cache, replay=False)
     busy, busy_resident, busy_read = _phase(broker, page_cache, replay=True)
 
-    print(f"\n--- lagging consumers: {TOPIC_BYTES // MIB} MiB topic, page cache capped at "
-          f"{BUDGET // MIB} MiB, producer at {PRODUCE_MB_S:g} MB/s, 2 tail consumers ---")
-    print(f"{'phase':<22} {'produce ack p50/p99 ms':>23} {'tail MiB':>9} {'history MiB':>12} "
-          f"{'newest segments cached':>23}")
-    for name, result, resident, read in (("tail only", calm, calm_resident, calm_read),
-                                         ("tail + 1 replay", busy, busy_resident, busy_read)):
+    print(
+        f"\n--- lagging consumers: {TOPIC_BYTES // MIB} MiB topic, page cache capped at "
+        f"{BUDGET // MIB} MiB, producer at {PRODUCE_MB_S:g} MB/s, 2 tail consumers ---"
+    )
+    print(
+        f"{'phase':<22} {'produce ack p50/p99 ms':>23} {'tail MiB':>9} {'history MiB':>12} "
+        f"{'newest segments cached':>23}"
+    )
+    for name, result, resident, read in (
+        ("tail only", calm, calm_resident, calm_read),
+        ("tail + 1 replay", busy, busy_resident, busy_read),
+    ):
         p50, p99 = _latencies(result, "producer")
-        print(f"{name:<22} {p50:11.2f} / {p99:8.2f} {read['tail'] / MIB:9.1f} "
-              f"{read['history'] / MIB:12.1f} {resident:22.0%}")
+        print(
+            f"{name:<22} {p50:11.2f} / {p99:8.2f} {read['tail'] / MIB:9.1f} "
+            f"{read['history'] / MIB:12.1f} {resident:22.0%}"
+        )
     print(busy.report())
 
     replay = busy.by_role("replay")[0]
     calm_p99, busy_p99 = _latencies(calm, "producer")[1], _latencies(busy, "producer")[1]
-    print(f"The replay read {replay.bytes / MIB:.0f} MiB of history at {replay.mb_per_s:.0f} MB/s."
-          f" Producer ack p99 went from {calm_p99:.1f} ms to {busy_p99:.1f} ms "
-          f"({busy_p99 / calm_p99 if calm_p99 else float('inf'):.1f}x).")
+    print(
+        f"The replay read {replay.bytes / MIB:.0f} MiB of history at {replay.mb_per_s:.0f} MB/s."
+        f" Producer ack p99 went from {calm_p99:.1f} ms to {busy_p99:.1f} ms "
+        f"({busy_p99 / calm_p99 if calm_p99 else float('inf'):.1f}x)."
+    )
     history = page_cache.residency(broker.segment_files("events", 0)[:-2])
     usage = broker.memory_budget.usage()
-    print(f"Page cache now: newest segments {busy_resident:.0%} resident, older segments "
-          f"{history.fraction:.0%} ({history.resident_bytes / MIB:.0f} MiB); the broker's "
-          f"cgroup is charged {usage['page_cache_bytes'] / MIB:.0f} MiB of page cache "
-          f"(limit {usage['limit_bytes'] / MIB:.0f} MiB).")
+    print(
+        f"Page cache now: newest segments {busy_resident:.0%} resident, older segments "
+        f"{history.fraction:.0%} ({history.resident_bytes / MIB:.0f} MiB); the broker's "
+        f"cgroup is charged {usage['page_cache_bytes'] / MIB:.0f} MiB of page cache "
+        f"(limit {usage['limit_bytes'] / MIB:.0f} MiB)."
+    )
     lost = calm_resident - busy_resident
     if lost > 0.1:
-        print(f"The replay pushed {lost:.0%} of the newest segments out of the page cache: "
-              "what the tail consumers read next comes from disk.")
+        print(
+            f"The replay pushed {lost:.0%} of the newest segments out of the page cache: "
+            "what the tail consumers read next comes from disk."
+        )
     else:
-        print("Here the tail survived the replay: pages the tail consumers read again and again "
-              "stayed cached while the replay's pages, each read once, were recycled first. "
-              "Stop the tail consumers (tests/test_pagecache_broker.py does) and the same "
-              "replay evicts the tail.")
+        print(
+            "Here the tail survived the replay: pages the tail consumers read again and again "
+            "stayed cached while the replay's pages, each read once, were recycled first. "
+            "Stop the tail consumers (tests/test_pagecache_broker.py does) and the same "
+            "replay evicts the tail."
+        )
     assert calm_read["history"] == 0, "tail consumers alone should never read history"
     assert busy_read["history"] > 0 and replay.bytes > 0

@@ -25,8 +25,15 @@ VALUE = bytes(range(256)) * 4  # 1 KiB records
 def _produce_with_confluent(bootstrap: str, topic: str) -> tuple[int, float]:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "acks": 1,
-                         "batch.size": 1_000_000, "queue.buffering.max.kbytes": 256_000})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 10,
+            "acks": 1,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.kbytes": 256_000,
+        }
+    )
     count = TOTAL_BYTES // len(VALUE)
     started = time.perf_counter()
     for _ in range(count):
@@ -44,8 +51,14 @@ def _consume_with_confluent(bootstrap: str, topic: str, count: int) -> float:
     from confluent_kafka import Consumer as KafkaConsumer
     from confluent_kafka import TopicPartition
 
-    consumer = KafkaConsumer({"bootstrap.servers": bootstrap, "group.id": "quickstart",
-                              "enable.auto.commit": False, "fetch.max.bytes": 50 << 20})
+    consumer = KafkaConsumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "quickstart",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 50 << 20,
+        }
+    )
     consumer.assign([TopicPartition(topic, 0, 0)])
     seen, started = 0, time.perf_counter()
     deadline = started + 120
@@ -71,13 +84,19 @@ def test_quickstart(broker_factory, mode):
     sendfile_bytes = broker.metric("logbench_bytes_sent_total", path="zerocopy")
     copied_bytes = broker.metric("logbench_bytes_sent_total", path="copy")
     print(f"\n--- quickstart, broker in {mode} mode ({broker.bootstrap}) ---")
-    print(f"confluent-kafka produce : {count} records, {mib:.0f} MiB in {produce_s:.2f} s "
-          f"= {mib / produce_s:.0f} MiB/s")
+    print(
+        f"confluent-kafka produce : {count} records, {mib:.0f} MiB in {produce_s:.2f} s "
+        f"= {mib / produce_s:.0f} MiB/s"
+    )
     print(f"confluent-kafka consume : {mib / consume_s:.0f} MiB/s (decodes every record)")
-    print(f"harness consume         : {fetched.bytes / 2**20:.0f} MiB in {fetched.seconds:.2f} s"
-          f" = {fetched.mb_per_s:.0f} MB/s in {fetched.requests} fetches (counts bytes only)")
-    print(f"broker sent by sendfile : {sendfile_bytes / 2**20:.0f} MiB;"
-          f" by copy: {copied_bytes / 2**20:.0f} MiB")
+    print(
+        f"harness consume         : {fetched.bytes / 2**20:.0f} MiB in {fetched.seconds:.2f} s"
+        f" = {fetched.mb_per_s:.0f} MB/s in {fetched.requests} fetches (counts bytes only)"
+    )
+    print(
+        f"broker sent by sendfile : {sendfile_bytes / 2**20:.0f} MiB;"
+        f" by copy: {copied_bytes / 2**20:.0f} MiB"
+    )
     if mode == "zerocopy":
         assert copied_bytes == 0 and sendfile_bytes >= 2 * TOTAL_BYTES
         print("every fetched byte went from the page cache to the socket inside the kernel")

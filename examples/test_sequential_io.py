@@ -83,8 +83,9 @@ def _random_read(path: Path) -> float:
     return RANDOM_READ_BYTES
 
 
-def _alternate(a: Callable[[], float], b: Callable[[], float],
-               before: Callable[[], object] = lambda: None) -> tuple[list[float], list[float]]:
+def _alternate(
+    a: Callable[[], float], b: Callable[[], float], before: Callable[[], object] = lambda: None
+) -> tuple[list[float], list[float]]:
     """MB/s of ``a`` and ``b`` over interleaved rounds (``before`` runs untimed each time)."""
     rates: tuple[list[float], list[float]] = ([], [])
     for _ in range(ROUNDS):
@@ -98,10 +99,12 @@ def _alternate(a: Callable[[], float], b: Callable[[], float],
 
 def _show(what: str, names: tuple[str, str], rates: tuple[list[float], list[float]]) -> float:
     medians = [statistics.median(r) for r in rates]
-    print(f"{what}: {names[0]} {medians[0]:,.0f} MB/s (rounds "
-          f"{', '.join(f'{r:,.0f}' for r in rates[0])}); {names[1]} {medians[1]:,.0f} MB/s "
-          f"(rounds {', '.join(f'{r:,.0f}' for r in rates[1])}): "
-          f"{medians[0] / medians[1]:.1f}x")
+    print(
+        f"{what}: {names[0]} {medians[0]:,.0f} MB/s (rounds "
+        f"{', '.join(f'{r:,.0f}' for r in rates[0])}); {names[1]} {medians[1]:,.0f} MB/s "
+        f"(rounds {', '.join(f'{r:,.0f}' for r in rates[1])}): "
+        f"{medians[0] / medians[1]:.1f}x"
+    )
     return medians[0]
 
 
@@ -110,17 +113,25 @@ def test_sequential_beats_random(tmp_path, broker_factory):
     print(f"\n--- sequential vs random IO on {tmp_path} ---")
     seq_file, rnd_file = tmp_path / "sequential.bin", tmp_path / "random.bin"
     sequential_mb_s = _show(
-        "writes + fdatasync", ("sequential appends", "random 4 KiB writes"),
-        _alternate(lambda: _sequential_write(seq_file), lambda: _random_write(rnd_file)))
+        "writes + fdatasync",
+        ("sequential appends", "random 4 KiB writes"),
+        _alternate(lambda: _sequential_write(seq_file), lambda: _random_write(rnd_file)),
+    )
 
     if supported:
         data = tmp_path / "read.bin"
         with data.open("wb") as f:
             for _ in range(READ_BYTES // MIB):
                 f.write(os.urandom(MIB))
-        _show("cold reads", ("one sequential pass", "random 4 KiB reads"),
-              _alternate(lambda: _sequential_read(data), lambda: _random_read(data),
-                         before=lambda: evict(data)))
+        _show(
+            "cold reads",
+            ("one sequential pass", "random 4 KiB reads"),
+            _alternate(
+                lambda: _sequential_read(data),
+                lambda: _random_read(data),
+                before=lambda: evict(data),
+            ),
+        )
     else:
         print(f"cold reads skipped: {reason}")
 
@@ -131,7 +142,9 @@ def test_sequential_beats_random(tmp_path, broker_factory):
     finally:
         producer.close()
     broker_mb_s = statistics.median(produced)
-    print(f"reference broker produce (validate CRC, assign offsets, append): {broker_mb_s:,.0f}"
-          f" MB/s, {broker_mb_s / sequential_mb_s:.0%} of this machine's sequential "
-          "write-and-sync figure (the broker does not sync: fsync=never, like Kafka).")
+    print(
+        f"reference broker produce (validate CRC, assign offsets, append): {broker_mb_s:,.0f}"
+        f" MB/s, {broker_mb_s / sequential_mb_s:.0%} of this machine's sequential "
+        "write-and-sync figure (the broker does not sync: fsync=never, like Kafka)."
+    )
     assert broker.metric("logbench_produce_bytes_total") >= ROUNDS * WRITE_BYTES

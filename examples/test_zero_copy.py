@@ -46,9 +46,13 @@ def _machine_favours_sendfile(measure, near) -> tuple[bool, float, float]:
     raw_zc, raw_cp = measure.compare(
         RawFetchWorkload(None, 128 << 20, near=near),
         RawFetchWorkload(None, 128 << 20, near=near, mode="copy"),
-        rounds=ROUNDS, names=("bare sendfile", "bare pread+send"), syscalls=False)
-    ratios = print_comparison("the machine itself: bare sendfile vs bare pread + send",
-                              raw_zc, raw_cp)
+        rounds=ROUNDS,
+        names=("bare sendfile", "bare pread+send"),
+        syscalls=False,
+    )
+    ratios = print_comparison(
+        "the machine itself: bare sendfile vs bare pread + send", raw_zc, raw_cp
+    )
     favours = median_lower_bound(paired_ratios(raw_zc, raw_cp), 0.95) > 1
     return favours, ratios["throughput"], ratios.get("cpu", float("nan"))
 
@@ -63,8 +67,11 @@ def test_zero_copy_against(broker_factory, measure, other, tmp_path):
 
     speed, cpu = ratios["throughput"], ratios.get("cpu")
     print(f"sendfile moved the bytes {speed:.2f}x as fast as the {other} path", end="")
-    print(" (broker CPU not measured here)." if cpu is None else
-          f" and cost the broker {cpu:.2f}x the CPU per GB.")
+    print(
+        " (broker CPU not measured here)."
+        if cpu is None
+        else f" and cost the broker {cpu:.2f}x the CPU per GB."
+    )
 
     if other == "tls":
         # Encryption in user space costs far more than any copy: the seed's direction holds
@@ -77,22 +84,29 @@ def test_zero_copy_against(broker_factory, measure, other, tmp_path):
         favours, raw_speed, raw_cpu = _machine_favours_sendfile(measure, tmp_path)
         if favours:
             assert_faster(a, b, by=1.0)
-            print(f"Confirmed at 95 % confidence: sendfile beats the copy path here, as the "
-                  f"bare loops do ({raw_speed:.2f}x).")
+            print(
+                f"Confirmed at 95 % confidence: sendfile beats the copy path here, as the "
+                f"bare loops do ({raw_speed:.2f}x)."
+            )
         else:
-            print(f"This machine moves bytes no faster by bare sendfile than by bare pread + "
-                  f"send ({raw_speed:.2f}x the GB/s, {raw_cpu:.2f}x the sender CPU per GB): "
-                  "on loopback the receiver's copy and the per-page work of splicing page-cache "
-                  "pages into socket buffers cost about what the sender's copy saves. So the "
-                  "broker's zero-copy path cannot win on GB/s here either; the syscall counts "
-                  "below show what it does save.")
+            print(
+                f"This machine moves bytes no faster by bare sendfile than by bare pread + "
+                f"send ({raw_speed:.2f}x the GB/s, {raw_cpu:.2f}x the sender CPU per GB): "
+                "on loopback the receiver's copy and the per-page work of splicing page-cache "
+                "pages into socket buffers cost about what the sender's copy saves. So the "
+                "broker's zero-copy path cannot win on GB/s here either; the syscall counts "
+                "below show what it does save."
+            )
 
-    for broker, workload, name in ((zero_copy, workloads[0], "zerocopy"),
-                                   (slow_path, workloads[1], other)):
+    for broker, workload, name in (
+        (zero_copy, workloads[0], "zerocopy"),
+        (slow_path, workloads[1], other),
+    ):
         consumer = Consumer(broker.bootstrap, **client_options(broker))
         try:
-            report = assert_zero_copy(broker, during=lambda c=consumer, t=workload.topic:
-                                      c.consume(t))
+            report = assert_zero_copy(
+                broker, during=lambda c=consumer, t=workload.topic: c.consume(t)
+            )
         except AssertionError as verdict:
             print(f"{name} broker, checked: {str(verdict).splitlines()[0]}")
             assert name != "zerocopy", verdict
@@ -103,5 +117,6 @@ def test_zero_copy_against(broker_factory, measure, other, tmp_path):
             consumer.close()
     if a.values("syscalls") and b.values("syscalls"):
         fewer = statistics.median(b.values("syscalls")) / statistics.median(a.values("syscalls"))
-        print(f"Per GB the {other} broker made {fewer:.1f}x the system calls of the sendfile "
-              "broker.")
+        print(
+            f"Per GB the {other} broker made {fewer:.1f}x the system calls of the sendfile broker."
+        )

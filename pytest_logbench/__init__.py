@@ -12,10 +12,20 @@ from typing import Any
 
 _PUBLIC = {
     "pytest_logbench.assertions": (
-        "assert_cheaper", "assert_faster", "assert_fetch_reads", "assert_served_from_cache",
-        "assert_throughput", "assert_zero_copy"),
+        "assert_cheaper",
+        "assert_faster",
+        "assert_fetch_reads",
+        "assert_served_from_cache",
+        "assert_throughput",
+        "assert_zero_copy",
+    ),
     "pytest_logbench.brokers": (
-        "BrokerOptions", "ExternalBroker", "LocalOnly", "MetricsWindow", "ReferenceBroker"),
+        "BrokerOptions",
+        "ExternalBroker",
+        "LocalOnly",
+        "MetricsWindow",
+        "ReferenceBroker",
+    ),
     "pytest_logbench.ceiling": ("RawAppendWorkload", "RawFetchWorkload"),
     "pytest_logbench.client": ("Consumer", "HarnessClient", "Producer", "Transfer"),
     "pytest_logbench.errors": ("KafkaError",),

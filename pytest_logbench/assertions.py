@@ -71,8 +71,9 @@ class _Undecided(Exception):
     """The rounds so far neither confirm nor refute the claim: more rounds may tell."""
 
 
-def _decide(results: Sequence[Result], judge: Callable[[Sequence[Result], float], None],
-            confidence: float) -> None:
+def _decide(
+    results: Sequence[Result], judge: Callable[[Sequence[Result], float], None], confidence: float
+) -> None:
     """Judge ``results``; while the verdict is undecided and they can be extended (they came
     from the ``measure`` fixture, whose budget is not spent), record more rounds and judge
     again. Each look gets the confidence left for it (``per_look``), so adding rounds until
@@ -92,8 +93,9 @@ def _decide(results: Sequence[Result], judge: Callable[[Sequence[Result], float]
             results = [by_uid[r.uid] for r in results]
 
 
-def assert_throughput(result: Result, at_least: str | Rate, *,
-                      confidence: float = DEFAULT_CONFIDENCE) -> None:
+def assert_throughput(
+    result: Result, at_least: str | Rate, *, confidence: float = DEFAULT_CONFIDENCE
+) -> None:
     """Fail unless the median throughput of ``result`` is at least ``at_least`` with
     ``confidence``: ``"200 MB/s"`` and ``"1.5 GiB/s"`` check bytes, ``"50k records/s"``
     records. A result from the ``measure`` fixture gets more rounds while the rounds neither
@@ -113,9 +115,12 @@ def assert_throughput(result: Result, at_least: str | Rate, *,
             return
         stats = results[0].stats(metric.name)
         refuted = _upper_or_none(values, level)
-        why = ("the median itself is below it" if stats.median < required else
-               f"the median is above it, but the rounds spread too far to say so at "
-               f"{_percent(level)} confidence")
+        why = (
+            "the median itself is below it"
+            if stats.median < required
+            else f"the median is above it, but the rounds spread too far to say so at "
+            f"{_percent(level)} confidence"
+        )
         message = (
             f"{results[0].key}: {metric.name} not shown to be at least "
             f"{metric.format(required)}: {why}\n"
@@ -132,8 +137,9 @@ def assert_throughput(result: Result, at_least: str | Rate, *,
     _decide([result], judge, confidence)
 
 
-def _lower_or_none(values: Sequence[float], confidence: float,
-                   extendable: bool = True) -> float | None:
+def _lower_or_none(
+    values: Sequence[float], confidence: float, extendable: bool = True
+) -> float | None:
     """The sign-test lower bound of the median; None when too few rounds to bound it yet
     (rounds that cannot be extended raise ``InsufficientRounds``, a usage error)."""
     __tracebackhide__ = True
@@ -149,8 +155,9 @@ def _upper_or_none(values: Sequence[float], confidence: float) -> float | None:
     return None if k is None else sorted(values)[len(values) - k]
 
 
-def _assert_paired(better: Result, worse: Result, metric: str, by: float, confidence: float,
-                   claim: str) -> None:
+def _assert_paired(
+    better: Result, worse: Result, metric: str, by: float, confidence: float, claim: str
+) -> None:
     """Fail unless the per-round ratios ``better/worse`` of ``metric`` (oriented so that
     bigger means ``better`` wins) have a lower confidence bound of at least ``by``; add
     rounds while the ratios neither show nor refute it."""
@@ -185,8 +192,14 @@ def _assert_paired(better: Result, worse: Result, metric: str, by: float, confid
     _decide([better, worse], judge, confidence)
 
 
-def assert_faster(a: Result, b: Result, by: float = 1.0, *, metric: str = "throughput",
-                  confidence: float = DEFAULT_CONFIDENCE) -> None:
+def assert_faster(
+    a: Result,
+    b: Result,
+    by: float = 1.0,
+    *,
+    metric: str = "throughput",
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> None:
     """Fail unless ``a`` beats ``b`` by the factor ``by`` (``a/b >= by`` per round, median
     bounded with ``confidence``). ``a`` and ``b`` must come from one ``measure.compare``."""
     __tracebackhide__ = True
@@ -195,9 +208,14 @@ def assert_faster(a: Result, b: Result, by: float = 1.0, *, metric: str = "throu
     _assert_paired(a, b, metric, by, confidence, "faster")
 
 
-def assert_cheaper(a: Result, b: Result, *, cpu_per_gb_by: float | None = None,
-                   syscalls_per_gb_by: float | None = None,
-                   confidence: float = DEFAULT_CONFIDENCE) -> None:
+def assert_cheaper(
+    a: Result,
+    b: Result,
+    *,
+    cpu_per_gb_by: float | None = None,
+    syscalls_per_gb_by: float | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> None:
     """Fail unless ``b`` costs at least ``cpu_per_gb_by`` times the broker CPU per GB of ``a``
     (and/or ``syscalls_per_gb_by`` times its syscalls per GB, a count that machine noise does
     not move), per interleaved round with ``confidence``."""
@@ -209,8 +227,9 @@ def assert_cheaper(a: Result, b: Result, *, cpu_per_gb_by: float | None = None,
             _assert_paired(a, b, metric, by, confidence, "cheaper")
 
 
-def assert_zero_copy(broker: Broker, during: Callable[[], object], *,
-                     evidence: Evidence = "auto") -> ZeroCopyReport:
+def assert_zero_copy(
+    broker: Broker, during: Callable[[], object], *, evidence: Evidence = "auto"
+) -> ZeroCopyReport:
     """Run ``during`` and fail unless every payload byte fetched meanwhile left the broker by
     sendfile and none by a copy, per the broker's counters and, where the kernel lets us, a
     trace of the broker process (``evidence``: ``auto`` = perf, else strace, else counters
@@ -239,13 +258,11 @@ class CacheReport:
 
     @property
     def ok(self) -> bool:
-        return (self.payload_bytes > 0 and self.gained_pages == 0
-                and not self.storage_read_bytes)
+        return self.payload_bytes > 0 and self.gained_pages == 0 and not self.storage_read_bytes
 
     def message(self) -> str:
         served = "served from the page cache" if self.ok else "NOT served from the page cache"
-        io = ("unavailable" if self.storage_read_bytes is None
-              else f"{self.storage_read_bytes:,} B")
+        io = "unavailable" if self.storage_read_bytes is None else f"{self.storage_read_bytes:,} B"
         lines = [
             f"fetch window {served}: {self.payload_bytes:,} payload bytes fetched",
             f"  segment pages brought into the cache: {self.gained_pages} (residency before and "
@@ -259,8 +276,9 @@ class CacheReport:
         return "\n".join(lines)
 
 
-def assert_served_from_cache(broker: Broker, during: Callable[[], object], *,
-                             topic: str | None = None) -> CacheReport:
+def assert_served_from_cache(
+    broker: Broker, during: Callable[[], object], *, topic: str | None = None
+) -> CacheReport:
     """Run ``during`` (fetches only: appends add pages too) and fail unless it was served
     from the page cache: no page of the broker's segments (of ``topic``, default all) entered
     the cache meanwhile, and the broker read nothing from storage (its ``read_bytes``, which
@@ -288,8 +306,13 @@ def _storage_reads(process: psutil.Process) -> int | None:
         return None
 
 
-def assert_fetch_reads(broker: CountingBroker, kind: Literal["tail", "history"],
-                       during: Callable[[], object], *, at_least: float = 1.0) -> dict[str, int]:
+def assert_fetch_reads(
+    broker: CountingBroker,
+    kind: Literal["tail", "history"],
+    during: Callable[[], object],
+    *,
+    at_least: float = 1.0,
+) -> dict[str, int]:
     """Run ``during`` and fail unless at least ``at_least`` (a fraction) of the payload bytes
     fetched meanwhile were ``kind`` reads by the broker's own classification: ``tail`` when
     a fetch starts within ``tail_window_bytes`` of the log end (just written, likely cached),
@@ -299,8 +322,9 @@ def assert_fetch_reads(broker: CountingBroker, kind: Literal["tail", "history"],
         raise ValueError(f"kind must be 'tail' or 'history', got {kind!r}")
     with MetricsWindow(broker) as counters:
         during()
-    read = {k: int(counters.delta("logbench_fetch_bytes_total", read=k))
-            for k in ("tail", "history")}
+    read = {
+        k: int(counters.delta("logbench_fetch_bytes_total", read=k)) for k in ("tail", "history")
+    }
     total = sum(read.values())
     share = read[kind] / total if total else 0.0
     if total == 0 or share < at_least:

@@ -88,16 +88,17 @@ class BrokerOptions:
         own = {f.name for f in fields(self)} - {"settings"}
         unknown = sorted(set(changes) - own - set(SETTINGS))
         if unknown:
-            raise TypeError(f"unknown broker option(s) {unknown}; options: {sorted(own)}; "
-                            f"broker settings: {sorted(SETTINGS)}")
+            raise TypeError(
+                f"unknown broker option(s) {unknown}; options: {sorted(own)}; "
+                f"broker settings: {sorted(SETTINGS)}"
+            )
         settings = dict(self.settings)
         for name, value in changes.items():
             if name in SETTINGS:
                 settings.pop(name, None)
                 if value is not None:
                     settings[name] = value
-        return replace(self, settings=settings,
-                       **{k: v for k, v in changes.items() if k in own})
+        return replace(self, settings=settings, **{k: v for k, v in changes.items() if k in own})
 
     def local_only(self) -> list[str]:
         """The settings given that only this broker's own process understands (an external
@@ -118,11 +119,15 @@ class BrokerOptions:
         return [*args, *self.extra_args]
 
 
-def metric_sum(snapshot: dict[str, list[dict[str, Any]]], name: str,
-               labels: dict[str, str]) -> float:
+def metric_sum(
+    snapshot: dict[str, list[dict[str, Any]]], name: str, labels: dict[str, str]
+) -> float:
     """Sum of the samples of ``name`` in a metrics snapshot whose labels include ``labels``."""
-    return sum(sample.get("value", 0.0) for sample in snapshot.get(name, [])
-               if all(sample["labels"].get(k) == v for k, v in labels.items()))
+    return sum(
+        sample.get("value", 0.0)
+        for sample in snapshot.get(name, [])
+        if all(sample["labels"].get(k) == v for k, v in labels.items())
+    )
 
 
 class MetricsWindow:
@@ -158,7 +163,6 @@ class MetricsWindow:
     def delta(self, name: str, **labels: str) -> float:
         """Change of counter ``name`` summed over the samples whose labels include ``labels``."""
         return metric_sum(self.after, name, labels) - metric_sum(self.before, name, labels)
-
 
 
 class _Address:
@@ -210,8 +214,13 @@ class LocalBroker(_Address):
             raise RuntimeError(f"broker pid {self.process.pid} is already running")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with self.stderr_path.open("ab") as stderr:
-            self.process = subprocess.Popen(command, stdout=stdout, stderr=stderr,
-                                            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            self.process = subprocess.Popen(
+                command,
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )
         return self.process
 
     def _started(self) -> None:
@@ -240,8 +249,9 @@ class LocalBroker(_Address):
             self.stop()
         return self.start()
 
-    def _terminate(self, process: subprocess.Popen[bytes], signum: int,
-                   timeout: float = 15.0) -> int:
+    def _terminate(
+        self, process: subprocess.Popen[bytes], signum: int, timeout: float = 15.0
+    ) -> int:
         if process.poll() is None:
             process.send_signal(signum)
             try:
@@ -307,8 +317,9 @@ class LocalBroker(_Address):
             assert self.work_dir is not None
             ca = trustme.CA()
             cert = ca.issue_cert("127.0.0.1", "localhost")
-            paths = tuple(self.work_dir / f"{self.log_dir.name}.{n}.pem"
-                          for n in ("cert", "key", "ca"))
+            paths = tuple(
+                self.work_dir / f"{self.log_dir.name}.{n}.pem" for n in ("cert", "key", "ca")
+            )
             cert.cert_chain_pems[0].write_to_path(str(paths[0]))
             for blob in cert.cert_chain_pems[1:]:
                 blob.write_to_path(str(paths[0]), append=True)
@@ -327,8 +338,17 @@ class ReferenceBroker(LocalBroker):
     def start(self) -> ReferenceBroker:
         """Launch the process and wait for its READY line (or fail with its stderr tail)."""
         command = [
-            sys.executable, "-m", "reference_broker", "--log-dir", str(self.log_dir),
-            "--port", str(self._port), "--metrics-port", "0", "--log-level", "INFO",
+            sys.executable,
+            "-m",
+            "reference_broker",
+            "--log-dir",
+            str(self.log_dir),
+            "--port",
+            str(self._port),
+            "--metrics-port",
+            "0",
+            "--log-level",
+            "INFO",
             *self.options.command_args(),
         ]
         if self.options.tls:
@@ -349,7 +369,7 @@ class ReferenceBroker(LocalBroker):
                 break
             line = process.stdout.readline().decode(errors="replace")
             if line.startswith(READY_PREFIX):
-                return json.loads(line[len(READY_PREFIX):])
+                return json.loads(line[len(READY_PREFIX) :])
             if not line:  # stdout closed: the process is exiting
                 process.wait(timeout=5)
                 raise BrokerStartError(
@@ -386,13 +406,17 @@ class ExternalBroker(_Address):
     log_dir: Path | None = None
 
     def _local_only(self, what: str) -> LocalOnly:
-        return LocalOnly(f"{what} needs a broker process started by logbench; this run uses the "
-                         f"external cluster at {self.bootstrap} (--logbench-bootstrap)")
+        return LocalOnly(
+            f"{what} needs a broker process started by logbench; this run uses the "
+            f"external cluster at {self.bootstrap} (--logbench-bootstrap)"
+        )
 
     def segment_files(self, topic: str | None = None, partition: int | None = None) -> list[Path]:
         if self.log_dir is None:
-            raise LocalOnly(f"the page cache of {self.bootstrap}'s segments needs "
-                            "--logbench-log-dir to say where the broker keeps its data")
+            raise LocalOnly(
+                f"the page cache of {self.bootstrap}'s segments needs "
+                "--logbench-log-dir to say where the broker keeps its data"
+            )
         return LocalBroker(self.log_dir).segment_files(topic, partition)
 
     def kill(self) -> None:

@@ -104,7 +104,9 @@ class RawPeer:
         self.path = path
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pytest_logbench.ceiling", "serve", str(path)],
-            stdout=subprocess.PIPE, preexec_fn=die_with_parent)
+            stdout=subprocess.PIPE,
+            preexec_fn=die_with_parent,
+        )
         assert self.process.stdout is not None
         try:
             port = int(self.process.stdout.readline())
@@ -151,9 +153,16 @@ class RawFetchWorkload:
     ``cache`` warms or evicts the file before each round, as ``FetchWorkload`` does.
     """
 
-    def __init__(self, path: Path | None, size: int, *, near: Path | None = None,
-                 mode: FetchMode = "sendfile", cache: str = "warm",
-                 receive: str = "auto") -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        size: int,
+        *,
+        near: Path | None = None,
+        mode: FetchMode = "sendfile",
+        cache: str = "warm",
+        receive: str = "auto",
+    ) -> None:
         if mode not in ("sendfile", "copy"):
             raise ValueError(f"mode must be 'sendfile' or 'copy', got {mode!r}")
         self.path, self.size, self.near, self.mode = path, size, near, mode
@@ -226,8 +235,9 @@ class RawAppendWorkload:
 
     def setup(self) -> None:
         if self.path is None:
-            self._owned = Path(tempfile.mkdtemp(prefix="logbench-ceiling-",
-                                                dir=self.near or tempfile.gettempdir()))
+            self._owned = Path(
+                tempfile.mkdtemp(prefix="logbench-ceiling-", dir=self.near or tempfile.gettempdir())
+            )
             self.path = self._owned / "appended.bin"
         self.broker = RawPeer(self.path)
 
@@ -251,8 +261,9 @@ class RawAppendWorkload:
                 pending.popleft()
         for _ in pending:
             _recv_exactly(sock, memoryview(ack))
-        return Transfer(requests * len(self._payload), 0, 0, requests,
-                        time.perf_counter() - started)
+        return Transfer(
+            requests * len(self._payload), 0, 0, requests, time.perf_counter() - started
+        )
 
     def close(self) -> None:
         if self.broker is not None:

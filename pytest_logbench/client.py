@@ -33,8 +33,15 @@ from reference_broker.protocol import ApiKey, decode_response, encode_request, r
 from reference_broker.record_codec import build_batch
 from reference_broker.records import Compression, iter_batches
 
-__all__ = ["Connection", "Consumer", "FetchResult", "HarnessClient", "KafkaError", "Producer",
-           "Transfer"]
+__all__ = [
+    "Connection",
+    "Consumer",
+    "FetchResult",
+    "HarnessClient",
+    "KafkaError",
+    "Producer",
+    "Transfer",
+]
 
 PRODUCE_VERSION = 8
 METADATA_VERSION = 8
@@ -62,9 +69,15 @@ class FetchResult:
 class Connection:
     """One blocking connection to a broker, one request in flight at a time."""
 
-    def __init__(self, bootstrap: str, *, client_id: str = "logbench",
-                 ssl_context: ssl.SSLContext | None = None, cafile: str | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        client_id: str = "logbench",
+        ssl_context: ssl.SSLContext | None = None,
+        cafile: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         host, port = bootstrap.rsplit(":", 1)
         if cafile is not None and ssl_context is None:
             # A file name, unlike a context, pickles: members in other processes get this.
@@ -127,12 +140,25 @@ class Connection:
 class HarnessClient(Connection):
     """Admin, produce and fetch calls with errors raised as ``KafkaError``."""
 
-    def create_topic(self, name: str, partitions: int = 1,
-                     configs: dict[str, str] | None = None, *, exist_ok: bool = True) -> None:
-        body = {"topics": [{"name": name, "num_partitions": partitions, "replication_factor": 1,
-                            "configs": [{"name": k, "value": v}
-                                        for k, v in (configs or {}).items()]}],
-                "timeout_ms": 30_000}
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        configs: dict[str, str] | None = None,
+        *,
+        exist_ok: bool = True,
+    ) -> None:
+        body = {
+            "topics": [
+                {
+                    "name": name,
+                    "num_partitions": partitions,
+                    "replication_factor": 1,
+                    "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()],
+                }
+            ],
+            "timeout_ms": 30_000,
+        }
         [result] = self.request(ApiKey.CREATE_TOPICS, CREATE_TOPICS_VERSION, body)["topics"]
         code = result["error_code"]
         if code and not (exist_ok and code == ErrorCode.TOPIC_ALREADY_EXISTS):
@@ -156,8 +182,7 @@ class HarnessClient(Connection):
                 return
             time.sleep(0.01)
 
-    def _await_leaders(self, topic: str, partitions: Iterable[int],
-                       timeout: float = 30.0) -> None:
+    def _await_leaders(self, topic: str, partitions: Iterable[int], timeout: float = 30.0) -> None:
         """Wait until each of ``partitions`` answers as its leader. Apache Kafka answers
         CreateTopics once its controller committed the topic; its broker becomes leader a few
         milliseconds later, and a produce in between fails (UNKNOWN_TOPIC_OR_PARTITION,
@@ -183,36 +208,79 @@ class HarnessClient(Connection):
 
     def produce(self, topic: str, partition: int, records: bytes, *, acks: int = -1) -> int:
         """Append record batch bytes; returns the base offset the broker assigned."""
-        [response] = self.request(ApiKey.PRODUCE, PRODUCE_VERSION,
-                                  _produce_body(topic, partition, records, acks))["responses"]
+        [response] = self.request(
+            ApiKey.PRODUCE, PRODUCE_VERSION, _produce_body(topic, partition, records, acks)
+        )["responses"]
         [part] = response["partition_responses"]
         if part["error_code"]:
-            raise KafkaError(part["error_code"], f"Produce {topic}-{partition}",
-                             part.get("error_message"))
+            raise KafkaError(
+                part["error_code"], f"Produce {topic}-{partition}", part.get("error_message")
+            )
         return part["base_offset"]
 
-    def fetch(self, topic: str, partition: int, offset: int, *, max_bytes: int = 50 << 20,
-              max_wait_ms: int = 0, min_bytes: int = 1) -> FetchResult:
+    def fetch(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        *,
+        max_bytes: int = 50 << 20,
+        max_wait_ms: int = 0,
+        min_bytes: int = 1,
+    ) -> FetchResult:
         """Fetch from one partition; errors come back in ``FetchResult.error``."""
         body = {
-            "replica_id": -1, "max_wait_ms": max_wait_ms, "min_bytes": min_bytes,
-            "max_bytes": max_bytes, "isolation_level": 0, "session_id": 0, "session_epoch": -1,
-            "topics": [{"topic": topic, "partitions": [
-                {"partition": partition, "fetch_offset": offset, "log_start_offset": -1,
-                 "partition_max_bytes": max_bytes, "current_leader_epoch": -1}]}],
-            "forgotten_topics_data": [], "rack_id": "",
+            "replica_id": -1,
+            "max_wait_ms": max_wait_ms,
+            "min_bytes": min_bytes,
+            "max_bytes": max_bytes,
+            "isolation_level": 0,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": [
+                {
+                    "topic": topic,
+                    "partitions": [
+                        {
+                            "partition": partition,
+                            "fetch_offset": offset,
+                            "log_start_offset": -1,
+                            "partition_max_bytes": max_bytes,
+                            "current_leader_epoch": -1,
+                        }
+                    ],
+                }
+            ],
+            "forgotten_topics_data": [],
+            "rack_id": "",
         }
         response = self.request(ApiKey.FETCH, FETCH_VERSION, body)
         [part] = response["responses"][0]["partitions"]
-        return FetchResult(ErrorCode(part["error_code"]), part["high_watermark"],
-                           part["log_start_offset"], part["records"] or memoryview(b""))
+        return FetchResult(
+            ErrorCode(part["error_code"]),
+            part["high_watermark"],
+            part["log_start_offset"],
+            part["records"] or memoryview(b""),
+        )
 
     def list_offset(self, topic: str, partition: int, timestamp: int) -> tuple[int, int]:
         """(offset, timestamp) for -1 (latest), -2 (earliest) or a timestamp in ms."""
-        body = {"replica_id": -1, "isolation_level": 0, "topics": [
-            {"name": topic, "partitions": [
-                {"partition_index": partition, "timestamp": timestamp,
-                 "current_leader_epoch": -1}]}]}
+        body = {
+            "replica_id": -1,
+            "isolation_level": 0,
+            "topics": [
+                {
+                    "name": topic,
+                    "partitions": [
+                        {
+                            "partition_index": partition,
+                            "timestamp": timestamp,
+                            "current_leader_epoch": -1,
+                        }
+                    ],
+                }
+            ],
+        }
         [topic_result] = self.request(ApiKey.LIST_OFFSETS, LIST_OFFSETS_VERSION, body)["topics"]
         [part] = topic_result["partitions"]
         if part["error_code"]:
@@ -221,14 +289,22 @@ class HarnessClient(Connection):
 
 
 # What a partition answers between its creation and its broker becoming its leader.
-_NOT_YET_LEADER = (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.NOT_LEADER_OR_FOLLOWER,
-                   ErrorCode.LEADER_NOT_AVAILABLE)
+_NOT_YET_LEADER = (
+    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+    ErrorCode.NOT_LEADER_OR_FOLLOWER,
+    ErrorCode.LEADER_NOT_AVAILABLE,
+)
 
 
 def _produce_body(topic: str, partition: int, records: bytes, acks: int) -> dict[str, Any]:
-    return {"transactional_id": None, "acks": acks, "timeout_ms": 30_000,
-            "topic_data": [{"name": topic, "partition_data": [
-                {"index": partition, "records": records}]}]}
+    return {
+        "transactional_id": None,
+        "acks": acks,
+        "timeout_ms": 30_000,
+        "topic_data": [
+            {"name": topic, "partition_data": [{"index": partition, "records": records}]}
+        ],
+    }
 
 
 @dataclass(frozen=True)
@@ -257,9 +333,18 @@ class Producer:
     def close(self) -> None:
         self.client.close()
 
-    def produce(self, topic: str, total_bytes: int, *, partition: int = 0,
-                record_bytes: int = 1024, batch_bytes: int = 256 * 1024, acks: int = 1,
-                compression: Compression = Compression.NONE, in_flight: int = 5) -> Transfer:
+    def produce(
+        self,
+        topic: str,
+        total_bytes: int,
+        *,
+        partition: int = 0,
+        record_bytes: int = 1024,
+        batch_bytes: int = 256 * 1024,
+        acks: int = 1,
+        compression: Compression = Compression.NONE,
+        in_flight: int = 5,
+    ) -> Transfer:
         """Append at least ``total_bytes`` of records of ``record_bytes`` each (values of
         incompressible-looking bytes, no keys), ``batch_bytes`` per produce request, with up
         to ``in_flight`` requests unanswered (Kafka's producer pipelines 5 by default)."""
@@ -269,9 +354,15 @@ class Producer:
         per_batch = max(1, batch_bytes // (record_bytes + 8))
         value = (bytes(range(256)) * (record_bytes // 256 + 1))[:record_bytes]
         batch = build_batch([(None, value, [])] * per_batch, compression=compression)
-        frame = bytearray(encode_request(ApiKey.PRODUCE, PRODUCE_VERSION, 0,
-                                         self.client.client_id,
-                                         _produce_body(topic, partition, batch, acks)))
+        frame = bytearray(
+            encode_request(
+                ApiKey.PRODUCE,
+                PRODUCE_VERSION,
+                0,
+                self.client.client_id,
+                _produce_body(topic, partition, batch, acks),
+            )
+        )
         requests = -(-total_bytes // len(batch))
         pending: deque[int] = deque()
         started = time.perf_counter()
@@ -288,12 +379,14 @@ class Producer:
         return Transfer(requests * len(batch), requests * per_batch, requests, requests, seconds)
 
     def _check_ack(self, topic: str, partition: int, correlation: int) -> None:
-        [response] = self.client.read_response(
-            ApiKey.PRODUCE, PRODUCE_VERSION, correlation)["responses"]
+        [response] = self.client.read_response(ApiKey.PRODUCE, PRODUCE_VERSION, correlation)[
+            "responses"
+        ]
         [part] = response["partition_responses"]
         if part["error_code"]:
-            raise KafkaError(part["error_code"], f"Produce {topic}-{partition}",
-                             part.get("error_message"))
+            raise KafkaError(
+                part["error_code"], f"Produce {topic}-{partition}", part.get("error_message")
+            )
 
 
 class Consumer:
@@ -306,8 +399,9 @@ class Consumer:
     fetch while the last batch of a response is still being drained.
     """
 
-    def __init__(self, bootstrap: str, *, receive: Receive = "auto", pipeline: bool = True,
-                 **connection: Any) -> None:
+    def __init__(
+        self, bootstrap: str, *, receive: Receive = "auto", pipeline: bool = True, **connection: Any
+    ) -> None:
         self.client = HarnessClient(bootstrap, **connection)
         try:
             self.drain = make_drain(receive, self.client.sock)
@@ -328,9 +422,16 @@ class Consumer:
         self.drain.close()
         self.client.close()
 
-    def consume(self, topic: str, *, partition: int | Sequence[int] = 0, offset: int = 0,
-                until_offset: int | None = None, max_bytes: int = 8 << 20,
-                max_wait_ms: int = 100) -> Transfer:
+    def consume(
+        self,
+        topic: str,
+        *,
+        partition: int | Sequence[int] = 0,
+        offset: int = 0,
+        until_offset: int | None = None,
+        max_bytes: int = 8 << 20,
+        max_wait_ms: int = 100,
+    ) -> Transfer:
         """Read each partition from ``offset`` until ``until_offset`` (default: its high
         watermark in the first response); several partitions share each fetch request. A fetch
         may start below the requested offset (it returns whole batches): only batches at or
@@ -339,15 +440,27 @@ class Consumer:
         key = (topic, partitions, max_bytes, max_wait_ms)
         stream = self._streams.get(key)
         if stream is None:
-            stream = FetchStream(self.client.sock, self.drain, topic, partitions,
-                                 client_id=self.client.client_id, max_bytes=max_bytes,
-                                 max_wait_ms=max_wait_ms, pipeline=self.pipeline)
+            stream = FetchStream(
+                self.client.sock,
+                self.drain,
+                topic,
+                partitions,
+                client_id=self.client.client_id,
+                max_bytes=max_bytes,
+                max_wait_ms=max_wait_ms,
+                pipeline=self.pipeline,
+            )
             self._streams[key] = stream
         progress = [PartitionProgress(p, offset, until_offset) for p in partitions]
         requests_before = stream.requests
         started = time.perf_counter()
         stream.read(progress)
         seconds = time.perf_counter() - started
-        return Transfer(sum(p.bytes for p in progress), sum(p.records for p in progress),
-                        sum(p.batches for p in progress), stream.requests - requests_before,
-                        seconds, progress[0].position if len(progress) == 1 else -1)
+        return Transfer(
+            sum(p.bytes for p in progress),
+            sum(p.records for p in progress),
+            sum(p.batches for p in progress),
+            stream.requests - requests_before,
+            seconds,
+            progress[0].position if len(progress) == 1 else -1,
+        )

@@ -32,8 +32,9 @@ class Broker(Protocol):
     @property
     def port(self) -> int: ...
 
-    def segment_files(self, topic: str | None = None,
-                      partition: int | None = None) -> list[Path]: ...
+    def segment_files(
+        self, topic: str | None = None, partition: int | None = None
+    ) -> list[Path]: ...
 
 
 @runtime_checkable

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 
 @pytest.hookspec(firstresult=True)
-def pytest_logbench_launch_broker(log_dir: Path, options: BrokerOptions,
-                                  work_dir: Path) -> LocalBroker | None:
+def pytest_logbench_launch_broker(
+    log_dir: Path, options: BrokerOptions, work_dir: Path
+) -> LocalBroker | None:
     """Return a broker for a test, not yet started: the fixture calls its ``start()``.
 
     The first non-None result wins, so a plugin can launch Redpanda or a Kafka binary instead

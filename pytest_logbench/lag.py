@@ -53,10 +53,12 @@ class MemberResult:
         return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
 
     def summary(self) -> str:
-        return (f"{self.name:<12} {self.role:<8} {self.bytes / 2**20:9.1f} MiB "
-                f"{self.mb_per_s:8.1f} MB/s  p50 {self.latency(0.5) * 1e3:7.2f} ms  "
-                f"p99 {self.latency(0.99) * 1e3:7.2f} ms  offsets {self.start_offset}"
-                f"..{self.end_offset}")
+        return (
+            f"{self.name:<12} {self.role:<8} {self.bytes / 2**20:9.1f} MiB "
+            f"{self.mb_per_s:8.1f} MB/s  p50 {self.latency(0.5) * 1e3:7.2f} ms  "
+            f"p99 {self.latency(0.99) * 1e3:7.2f} ms  offsets {self.start_offset}"
+            f"..{self.end_offset}"
+        )
 
 
 @dataclass
@@ -104,8 +106,11 @@ class _FleetMember:
         self.result = MemberResult(spec.name, spec.role)
         self.client = HarnessClient(spec.bootstrap, **spec.connection)
         try:
-            self._step = (self._producer_step() if spec.role == "producer"
-                          else self._consumer_step(spec.plan["start"], spec.plan["until"]))
+            self._step = (
+                self._producer_step()
+                if spec.role == "producer"
+                else self._consumer_step(spec.plan["start"], spec.plan["until"])
+            )
         except BaseException:
             self.client.close()
             raise
@@ -135,8 +140,13 @@ class _FleetMember:
                 time.sleep(0.05)  # done: idle until the fleet stops
                 return
             began = time.perf_counter()
-            fetched = client.fetch(spec.topic, spec.partition, position,
-                                   max_bytes=spec.fetch_max_bytes, max_wait_ms=100)
+            fetched = client.fetch(
+                spec.topic,
+                spec.partition,
+                position,
+                max_bytes=spec.fetch_max_bytes,
+                max_wait_ms=100,
+            )
             result.latencies.append(time.perf_counter() - began)
             result.requests += 1
             if fetched.error:
@@ -188,8 +198,10 @@ def _resolve(client: HarnessClient, topic: str, partition: int, start: Start) ->
         return latest - int((latest - earliest) * start)
     if isinstance(start, int) and earliest <= start <= latest:
         return start
-    raise ValueError(f"start must be 'tail', 'earliest', a fraction or an offset in "
-                     f"[{earliest}, {latest}], got {start!r}")
+    raise ValueError(
+        f"start must be 'tail', 'earliest', a fraction or an offset in "
+        f"[{earliest}, {latest}], got {start!r}"
+    )
 
 
 class Fleet:
@@ -200,37 +212,53 @@ class Fleet:
     >>> result = fleet.run(seconds=5)
     """
 
-    def __init__(self, bootstrap: str, topic: str, *, partition: int = 0,
-                 fetch_max_bytes: int = 1 << 20, **connection: Any) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        partition: int = 0,
+        fetch_max_bytes: int = 1 << 20,
+        **connection: Any,
+    ) -> None:
         self.bootstrap, self.topic, self.partition = bootstrap, topic, partition
         self.fetch_max_bytes = fetch_max_bytes
         self.connection = connection
         self._plans: list[tuple[str, str, dict[str, Any]]] = []
 
-    def producer(self, *, rate_mb_s: float, batch_bytes: int = 64 * 1024,
-                 record_bytes: int = 1024) -> Fleet:
+    def producer(
+        self, *, rate_mb_s: float, batch_bytes: int = 64 * 1024, record_bytes: int = 1024
+    ) -> Fleet:
         """Append at ``rate_mb_s`` (paced per batch) and record each acknowledgement's latency:
         the broker's responsiveness while the consumers run."""
-        self._plans.append(("producer", "producer", {"rate": rate_mb_s, "batch": batch_bytes,
-                                                     "record": record_bytes}))
+        self._plans.append(
+            (
+                "producer",
+                "producer",
+                {"rate": rate_mb_s, "batch": batch_bytes, "record": record_bytes},
+            )
+        )
         return self
 
     def tail(self, count: int = 1) -> Fleet:
         """Consumers that start at the log end and keep up with it."""
         for _ in range(count):
-            self._plans.append((f"tail-{self._count('tail')}", "tail",
-                                {"start": "tail", "until": None}))
+            self._plans.append(
+                (f"tail-{self._count('tail')}", "tail", {"start": "tail", "until": None})
+            )
         return self
 
-    def replay(self, count: int = 1, *, start: Start = "earliest",
-               until: Start | None = None) -> Fleet:
+    def replay(
+        self, count: int = 1, *, start: Start = "earliest", until: Start | None = None
+    ) -> Fleet:
         """Consumers that start far behind: ``"earliest"``, an offset, or a float fraction of
         the log behind its end (0.5 = half way back). With ``until`` (same forms, resolved at
         the start of the run) they stop reading there, so a replay stays a replay of history
         instead of catching up and joining the tail."""
         for _ in range(count):
-            self._plans.append((f"replay-{self._count('replay')}", "replay",
-                                {"start": start, "until": until}))
+            self._plans.append(
+                (f"replay-{self._count('replay')}", "replay", {"start": start, "until": until})
+            )
         return self
 
     def _count(self, role: str) -> int:
@@ -239,9 +267,19 @@ class Fleet:
     def run(self, seconds: float) -> FleetResult:
         """Run every member for ``seconds``, each in its own process; raise the first error a
         member hit (an error while members connect and find their offsets is raised as is)."""
-        specs = [_MemberSpec(name, role, self.bootstrap, self.topic, self.partition,
-                             self.fetch_max_bytes, self.connection, plan)
-                 for name, role, plan in self._plans]
+        specs = [
+            _MemberSpec(
+                name,
+                role,
+                self.bootstrap,
+                self.topic,
+                self.partition,
+                self.fetch_max_bytes,
+                self.connection,
+                plan,
+            )
+            for name, role, plan in self._plans
+        ]
         names = [spec.name for spec in specs]
         try:
             group = MemberGroup(specs, names=names)
@@ -252,5 +290,6 @@ class Fleet:
                 return FleetResult(group.call("run", seconds, timeout=seconds + 60))
             except MemberFailed as failure:
                 failed = next((n for n in names if f"{n} failed" in str(failure)), "?")
-                raise RuntimeError(f"fleet member {failed} failed:\n{failure}") \
-                    from failure.__cause__
+                raise RuntimeError(
+                    f"fleet member {failed} failed:\n{failure}"
+                ) from failure.__cause__

@@ -72,8 +72,9 @@ class _BrokerProbe:
             if syscalls and not supported:
                 raise RuntimeError(f"syscall counts requested but unavailable: {reason}")
             self.count_syscalls = supported
-            self.syscall_source = "perf stat (syscall tracepoints)" if supported else (
-                f"not counted: {reason}")
+            self.syscall_source = (
+                "perf stat (syscall tracepoints)" if supported else (f"not counted: {reason}")
+            )
         elif self.process is not None:
             self.syscall_source = "not counted (syscalls=False)"
 
@@ -143,15 +144,25 @@ class _Session:
     """The open workloads of one ``measure`` / ``measure.compare`` call, able to record more
     rounds later: the assertions and the gate extend a measurement while it is undecided."""
 
-    def __init__(self, meter: Meter, workloads: Sequence[Workload], names: Sequence[str],
-                 controls: Sequence[Workload | None], rounds: int, warmup: int,
-                 residency: bool, syscalls: bool | None, group: str | None) -> None:
+    def __init__(
+        self,
+        meter: Meter,
+        workloads: Sequence[Workload],
+        names: Sequence[str],
+        controls: Sequence[Workload | None],
+        rounds: int,
+        warmup: int,
+        residency: bool,
+        syscalls: bool | None,
+        group: str | None,
+    ) -> None:
         self.meter, self.workloads, self.names = meter, list(workloads), list(names)
         self.controls, self.rounds, self.warmup = list(controls), rounds, warmup
         self.residency, self.group = residency, group
         self.probes = [_BrokerProbe(w.broker, syscalls) for w in workloads]
-        self.control_probes = [None if c is None else _BrokerProbe(c.broker, False)
-                               for c in controls]
+        self.control_probes = [
+            None if c is None else _BrokerProbe(c.broker, False) for c in controls
+        ]
         self.recorded: list[list[Round]] = [[] for _ in workloads]
         self.samples: list[list[ResidencySample]] = [[] for _ in workloads]
         self.started = time.perf_counter()
@@ -165,12 +176,29 @@ class _Session:
             for i, workload in enumerate(self.workloads):
                 self._round(i, workload, number, control_first=(number + i) % 2 == 1)
         self.results = [
-            Result(name, tuple(out), workload.describe(), self.warmup, self.meter.nodeid,
-                   self.group, probe.syscall_source, tuple(seen), uid=self._uid(i),
-                   looks=self.looks, more=self.extend)
-            for i, (workload, name, out, seen, probe) in enumerate(zip(
-                self.workloads, self.names, self.recorded, self.samples, self.probes,
-                strict=True))
+            Result(
+                name,
+                tuple(out),
+                workload.describe(),
+                self.warmup,
+                self.meter.nodeid,
+                self.group,
+                probe.syscall_source,
+                tuple(seen),
+                uid=self._uid(i),
+                looks=self.looks,
+                more=self.extend,
+            )
+            for i, (workload, name, out, seen, probe) in enumerate(
+                zip(
+                    self.workloads,
+                    self.names,
+                    self.recorded,
+                    self.samples,
+                    self.probes,
+                    strict=True,
+                )
+            )
         ]
         if self.meter.sink is not None:
             for result in self.results:
@@ -183,8 +211,10 @@ class _Session:
     def extend(self) -> list[Result] | None:
         """Record one more batch of rounds; None once the budget is spent."""
         budget = self.meter.budget
-        if (len(self.recorded[0]) + self.rounds > budget.max_rounds
-                or time.perf_counter() - self.started > budget.seconds):
+        if (
+            len(self.recorded[0]) + self.rounds > budget.max_rounds
+            or time.perf_counter() - self.started > budget.seconds
+        ):
             return None
         return self.record(self.rounds)
 
@@ -200,15 +230,26 @@ class _Session:
             extra: dict[str, Any] = {}
         else:
             transfer, seconds, reading, extra = self._beside_control(
-                i, workload, control, control_first)
-        self.recorded[i].append(Round(transfer.bytes, transfer.records, seconds,
-                                      reading.cpu_user, reading.cpu_system,
-                                      reading.cpu_seconds, reading.syscalls, **extra))
+                i, workload, control, control_first
+            )
+        self.recorded[i].append(
+            Round(
+                transfer.bytes,
+                transfer.records,
+                seconds,
+                reading.cpu_user,
+                reading.cpu_system,
+                reading.cpu_seconds,
+                reading.syscalls,
+                **extra,
+            )
+        )
         if self.residency:
             self.samples[i].append(_sample(workload.broker, self.started, number, "ran"))
 
-    def _beside_control(self, i: int, workload: Workload, control: Workload,
-                        control_first: bool) -> tuple[Transfer, float, _Reading, dict[str, Any]]:
+    def _beside_control(
+        self, i: int, workload: Workload, control: Workload, control_first: bool
+    ) -> tuple[Transfer, float, _Reading, dict[str, Any]]:
         """Run a round and its control in ``CONTROL_PARTS`` alternating parts (B C C B B C C B
         ...), so that a burst of load on the machine lands on both alike; each process's CPU
         is read over the whole round (it idles while the other works)."""
@@ -220,8 +261,9 @@ class _Session:
         moved = {id(workload): [0, 0, 0.0], id(control): [0, 0, 0.0]}  # bytes, records, seconds
         with probe.window() as reading, control_probe.window() as control_reading:
             for part in range(parts):
-                pair = (control, workload) if (part % 2 == 1) != control_first else (
-                    workload, control)
+                pair = (
+                    (control, workload) if (part % 2 == 1) != control_first else (workload, control)
+                )
                 for each in pair:
                     t0 = time.perf_counter()
                     done = each.run_part(part, parts) if parts > 1 else each.run()
@@ -231,8 +273,11 @@ class _Session:
                     tally[2] += time.perf_counter() - t0
         ours, theirs = moved[id(workload)], moved[id(control)]
         transfer = Transfer(int(ours[0]), int(ours[1]), 0, 0, ours[2])
-        extra = {"control_bytes": int(theirs[0]), "control_seconds": theirs[2],
-                 "control_cpu_seconds": control_reading.cpu_seconds}
+        extra = {
+            "control_bytes": int(theirs[0]),
+            "control_seconds": theirs[2],
+            "control_cpu_seconds": control_reading.cpu_seconds,
+        }
         return transfer, ours[2], reading, extra
 
 
@@ -258,9 +303,14 @@ class Meter:
     so assertions can extend a measurement whose rounds do not yet decide.
     """
 
-    def __init__(self, *, nodeid: str = "", sink: Callable[[Result], None] | None = None,
-                 decide: Callable[[Result], Verdict] | None = None,
-                 budget: Budget | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        nodeid: str = "",
+        sink: Callable[[Result], None] | None = None,
+        decide: Callable[[Result], Verdict] | None = None,
+        budget: Budget | None = None,
+    ) -> None:
         self.nodeid, self.sink, self.decide = nodeid, sink, decide
         self.budget = budget or Budget()
         self._stack = ExitStack()
@@ -269,9 +319,17 @@ class Meter:
         """Close every workload measured (and its control)."""
         self._stack.close()
 
-    def __call__(self, workload: Workload, *, rounds: int = 5, warmup: int = 1,
-                 name: str | None = None, residency: bool = False,
-                 syscalls: bool | None = None, control: bool | None = None) -> Result:
+    def __call__(
+        self,
+        workload: Workload,
+        *,
+        rounds: int = 5,
+        warmup: int = 1,
+        name: str | None = None,
+        residency: bool = False,
+        syscalls: bool | None = None,
+        control: bool | None = None,
+    ) -> Result:
         """Measure one workload: ``warmup`` unrecorded rounds, then ``rounds`` recorded ones.
 
         ``control`` (default: where the workload offers one) also measures, in every round,
@@ -282,25 +340,57 @@ class Meter:
         broker's syscalls per round where perf may (~0.3 s per round, outside the timed
         section), True insists, False never counts.
         """
-        [result] = self._measure([workload], [name or workload.name], rounds, warmup,
-                                 residency, syscalls, control, group=None)
+        [result] = self._measure(
+            [workload],
+            [name or workload.name],
+            rounds,
+            warmup,
+            residency,
+            syscalls,
+            control,
+            group=None,
+        )
         return result
 
-    def compare(self, a: Workload, b: Workload, *, rounds: int = 7, warmup: int = 1,
-                names: tuple[str, str] | None = None, residency: bool = False,
-                syscalls: bool | None = None, control: bool | None = False,
-                ) -> tuple[Result, Result]:
+    def compare(
+        self,
+        a: Workload,
+        b: Workload,
+        *,
+        rounds: int = 7,
+        warmup: int = 1,
+        names: tuple[str, str] | None = None,
+        residency: bool = False,
+        syscalls: bool | None = None,
+        control: bool | None = False,
+    ) -> tuple[Result, Result]:
         """Measure two workloads interleaved, round by round (A B A B ...), so their results
         can be compared per round (``assert_faster``, ``assert_cheaper``, ``paired_ratios``)."""
         if names is None:
             names = (a.name, b.name) if a.name != b.name else (f"{a.name}-a", f"{b.name}-b")
-        result_a, result_b = self._measure([a, b], list(names), rounds, warmup, residency,
-                                           syscalls, control, group=uuid.uuid4().hex[:12])
+        result_a, result_b = self._measure(
+            [a, b],
+            list(names),
+            rounds,
+            warmup,
+            residency,
+            syscalls,
+            control,
+            group=uuid.uuid4().hex[:12],
+        )
         return result_a, result_b
 
-    def _measure(self, workloads: Sequence[Workload], names: Sequence[str], rounds: int,
-                 warmup: int, residency: bool, syscalls: bool | None, control: bool | None,
-                 group: str | None) -> list[Result]:
+    def _measure(
+        self,
+        workloads: Sequence[Workload],
+        names: Sequence[str],
+        rounds: int,
+        warmup: int,
+        residency: bool,
+        syscalls: bool | None,
+        control: bool | None,
+        group: str | None,
+    ) -> list[Result]:
         if rounds < 1 or warmup < 0:
             raise ValueError(f"need rounds >= 1 and warmup >= 0, got {rounds} and {warmup}")
         controls: list[Workload | None] = []
@@ -318,11 +408,11 @@ class Meter:
                     if each is not None:
                         each.prepare()
                         each.run()
-        session = _Session(self, workloads, names, controls, rounds, warmup, residency,
-                           syscalls, group)
+        session = _Session(
+            self, workloads, names, controls, rounds, warmup, residency, syscalls, group
+        )
         results = session.record(rounds)
-        while self.decide is not None and any(
-                self.decide(r) == "undecided" for r in results):
+        while self.decide is not None and any(self.decide(r) == "undecided" for r in results):
             more = session.extend()
             if more is None:
                 break
@@ -337,18 +427,21 @@ def _control(workload: Workload, wanted: bool | None) -> Workload | None:
         return None
     made = make()
     if made is None and wanted:
-        raise ValueError(f"{workload.name}: no control available for this workload "
-                         "(it needs a broker whose log dir is local)")
+        raise ValueError(
+            f"{workload.name}: no control available for this workload "
+            "(it needs a broker whose log dir is local)"
+        )
     return made
 
 
-def _sample(broker: Any, started: float, index: int,
-            phase: Literal["prepared", "ran"]) -> ResidencySample:
+def _sample(
+    broker: Any, started: float, index: int, phase: Literal["prepared", "ran"]
+) -> ResidencySample:
     from pytest_logbench import pagecache
 
     now = time.perf_counter() - started
     measured = pagecache.residency(broker.segment_files())
     base = Path(broker.log_dir)
-    return ResidencySample(now, index, phase, {
-        str(f.path.relative_to(base)): f.fraction for f in measured
-    })
+    return ResidencySample(
+        now, index, phase, {str(f.path.relative_to(base)): f.fraction for f in measured}
+    )

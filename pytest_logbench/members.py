@@ -95,8 +95,13 @@ class MemberGroup:
     ...     transfers = group.call("consume", "events", 0, end)
     """
 
-    def __init__(self, specs: Sequence[MemberSpec], *, names: Sequence[str] | None = None,
-                 start_timeout: float = START_TIMEOUT) -> None:
+    def __init__(
+        self,
+        specs: Sequence[MemberSpec],
+        *,
+        names: Sequence[str] | None = None,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
         self.names = list(names or (f"member-{i}" for i in range(len(specs))))
         self.stop: Stop = _CONTEXT.Event()
         self._processes: list[Any] = []
@@ -104,8 +109,12 @@ class MemberGroup:
         try:
             for spec, name in zip(specs, self.names, strict=True):
                 parent, child = _CONTEXT.Pipe()
-                process = _CONTEXT.Process(target=_serve, args=(spec, self.stop, child),
-                                           name=f"logbench-{name}", daemon=True)
+                process = _CONTEXT.Process(
+                    target=_serve,
+                    args=(spec, self.stop, child),
+                    name=f"logbench-{name}",
+                    daemon=True,
+                )
                 process.start()
                 child.close()
                 self._processes.append(process)

@@ -118,10 +118,6 @@ class _Cachestat(ctypes.Structure):
     ]
 
 
-
-
-
-
 def _syscall_cachestat(fd: int, offset: int, length: int) -> _Cachestat:
     """Call cachestat(2); raise OSError with the kernel's errno (ENOSYS when unknown here)."""
     nr = _CACHESTAT_SYSCALL.get(platform.machine())
@@ -196,18 +192,6 @@ def _hidden_error(path: Path) -> PermissionError:
         "write it (cachestat(2) returns EPERM and mincore(2) reports every page resident)",
         str(path),
     )
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _expand(paths: Paths) -> list[Path]:

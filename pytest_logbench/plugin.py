@@ -58,58 +58,87 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("logbench", "logbench: Kafka page cache and zero-copy measurements")
     group.addoption(
-        "--logbench-bootstrap", metavar="HOST:PORT", default=None,
+        "--logbench-bootstrap",
+        metavar="HOST:PORT",
+        default=None,
         help="run broker fixtures against this external Kafka cluster instead of starting "
         "reference brokers (ini: logbench_bootstrap)",
     )
     group.addoption(
-        "--logbench-log-dir", metavar="DIR", default=None,
+        "--logbench-log-dir",
+        metavar="DIR",
+        default=None,
         help="where the external broker keeps its data, enabling page-cache fixtures against it "
         "(ini: logbench_log_dir)",
     )
     group.addoption(
-        "--logbench-broker", choices=BROKER_KINDS, default=None,
+        "--logbench-broker",
+        choices=BROKER_KINDS,
+        default=None,
         help="the broker the broker fixtures start: the reference broker (default) or Apache "
         "Kafka, fetched from Maven Central once, needs Java 17+ (ini: logbench_broker)",
     )
     group.addoption(
-        "--logbench-keep-data", action="store_true", default=False,
+        "--logbench-keep-data",
+        action="store_true",
+        default=False,
         help="keep the reference brokers' log dirs after the tests (they are deleted otherwise)",
     )
     group.addoption(
-        "--logbench-json", metavar="PATH", default=None,
+        "--logbench-json",
+        metavar="PATH",
+        default=None,
         help="write every measurement result, with machine and commit info, to this JSON file",
     )
     group.addoption(
-        "--logbench-save", metavar="NAME", default=None,
+        "--logbench-save",
+        metavar="NAME",
+        default=None,
         help="save this session's results as baseline NAME in the storage dir",
     )
     group.addoption(
-        "--logbench-compare", metavar="NAME", nargs="?", const="", default=None,
+        "--logbench-compare",
+        metavar="NAME",
+        nargs="?",
+        const="",
+        default=None,
         help="compare results with saved baseline NAME (a saved name or a JSON path; the latest "
         "save when NAME is omitted: write --logbench-compare=NAME to avoid eating a test path)",
     )
     group.addoption(
-        "--logbench-compare-fail", metavar="METRIC:N%", action="append", default=[],
+        "--logbench-compare-fail",
+        metavar="METRIC:N%",
+        action="append",
+        default=[],
         help="fail the session when METRIC got worse than the baseline by more than N%% at 99%% "
         "confidence (metrics: throughput, records, cpu, syscalls); repeatable",
     )
     group.addoption(
-        "--logbench-storage", metavar="DIR", default=None,
+        "--logbench-storage",
+        metavar="DIR",
+        default=None,
         help="where baselines are saved (default .logbench in the rootdir; ini: logbench_storage)",
     )
     group.addoption(
-        "--logbench-plot", metavar="DIR", default=None,
+        "--logbench-plot",
+        metavar="DIR",
+        default=None,
         help="write PNG and SVG charts (throughput against the baseline, page-cache residency) "
         "to DIR; needs matplotlib (pip install 'logbench[plot]')",
     )
     group.addoption(
-        "--logbench-max-rounds", metavar="N", type=int, default=None,
+        "--logbench-max-rounds",
+        metavar="N",
+        type=int,
+        default=None,
         help="while a verdict (the gate, assert_faster, ...) is undecided, record more rounds up "
         "to N per workload (default 25; ini: logbench_max_rounds)",
     )
     group.addoption(
-        "--logbench-budget-seconds", metavar="S", type=float, default=None,
+        "--logbench-budget-seconds",
+        metavar="S",
+        type=float,
+        default=None,
         help="... and for at most S seconds per measurement (default 90; ini: "
         "logbench_budget_seconds)",
     )
@@ -127,12 +156,11 @@ def pytest_configure(config: pytest.Config) -> None:
     bootstrap = _setting(config, "bootstrap")
     port = bootstrap.rsplit(":", 1)[-1] if bootstrap else ""
     if bootstrap is not None and (":" not in bootstrap or not port.isdigit()):
-        raise pytest.UsageError(
-            f"--logbench-bootstrap expects HOST:PORT, got {bootstrap!r}"
-        )
+        raise pytest.UsageError(f"--logbench-bootstrap expects HOST:PORT, got {bootstrap!r}")
     if _setting(config, "broker") not in (None, *BROKER_KINDS):
-        raise pytest.UsageError(f"logbench_broker must be one of {BROKER_KINDS}, got "
-                                f"{_setting(config, 'broker')!r}")
+        raise pytest.UsageError(
+            f"logbench_broker must be one of {BROKER_KINDS}, got {_setting(config, 'broker')!r}"
+        )
     log_dir = _setting(config, "log_dir")
     if log_dir is not None and not Path(log_dir).is_dir():
         raise pytest.UsageError(f"--logbench-log-dir {log_dir!r} is not a directory")
@@ -145,16 +173,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _budget(config: pytest.Config) -> Budget:
     rounds = config.getoption("logbench_max_rounds") or config.getini("logbench_max_rounds")
-    seconds = (config.getoption("logbench_budget_seconds")
-               or config.getini("logbench_budget_seconds"))
+    seconds = config.getoption("logbench_budget_seconds") or config.getini(
+        "logbench_budget_seconds"
+    )
     try:
-        budget = Budget(max_rounds=int(rounds) if rounds else Budget.max_rounds,
-                        seconds=float(seconds) if seconds else Budget.seconds)
+        budget = Budget(
+            max_rounds=int(rounds) if rounds else Budget.max_rounds,
+            seconds=float(seconds) if seconds else Budget.seconds,
+        )
     except ValueError as exc:
         raise pytest.UsageError(f"logbench budget: {exc}") from None
     if budget.max_rounds < 1 or budget.seconds <= 0:
-        raise pytest.UsageError("--logbench-max-rounds and --logbench-budget-seconds must be "
-                                f"positive, got {budget.max_rounds} and {budget.seconds:g}")
+        raise pytest.UsageError(
+            "--logbench-max-rounds and --logbench-budget-seconds must be "
+            f"positive, got {budget.max_rounds} and {budget.seconds:g}"
+        )
     return budget
 
 
@@ -179,20 +212,32 @@ def _session_report(config: pytest.Config) -> SessionReport:
                 f"--logbench-compare: no baseline {name!r} in {Baselines(storage).directory}"
             )
         if compare_with is None:  # a first CI run: nothing saved yet, nothing to fail on
-            notes.append(f"--logbench-compare: no saved baseline in "
-                         f"{Baselines(storage).directory}; nothing compared")
+            notes.append(
+                f"--logbench-compare: no saved baseline in "
+                f"{Baselines(storage).directory}; nothing compared"
+            )
     if option.logbench_plot and (reason := plots_unavailable()):
         raise pytest.UsageError(reason)
-    reporting = (option.logbench_json, option.logbench_save, option.logbench_compare,
-                 option.logbench_plot)
+    reporting = (
+        option.logbench_json,
+        option.logbench_save,
+        option.logbench_compare,
+        option.logbench_plot,
+    )
     if getattr(option, "numprocesses", None) and any(v is not None for v in reporting):
-        raise pytest.UsageError("logbench reports collect results in one process: run the "
-                                "measured tests without pytest-xdist's -n")
+        raise pytest.UsageError(
+            "logbench reports collect results in one process: run the "
+            "measured tests without pytest-xdist's -n"
+        )
     return SessionReport(
-        rootdir=root, storage=storage,
+        rootdir=root,
+        storage=storage,
         json_path=Path(option.logbench_json) if option.logbench_json else None,
-        save=option.logbench_save, compare_with=compare_with, thresholds=thresholds,
-        plot_dir=Path(option.logbench_plot) if option.logbench_plot else None, notes=notes,
+        save=option.logbench_save,
+        compare_with=compare_with,
+        thresholds=thresholds,
+        plot_dir=Path(option.logbench_plot) if option.logbench_plot else None,
+        notes=notes,
     )
 
 
@@ -202,8 +247,9 @@ def _setting(config: pytest.Config, name: str) -> str | None:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_logbench_launch_broker(log_dir: Path, options: BrokerOptions,
-                                  work_dir: Path) -> LocalBroker:
+def pytest_logbench_launch_broker(
+    log_dir: Path, options: BrokerOptions, work_dir: Path
+) -> LocalBroker:
     """The default launcher: a reference broker subprocess, or Apache Kafka for
     ``kind="kafka"`` (skipped with the reason where Java or its jars are missing)."""
     if options.kind == "kafka":
@@ -242,10 +288,13 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
         options = BrokerOptions().with_(**changes)
         if external is not None:
             local_needs = options.local_only() + [
-                k for k in ("tls", "memory_limit_bytes") if getattr(options, k)]
+                k for k in ("tls", "memory_limit_bytes") if getattr(options, k)
+            ]
             if local_needs:
-                pytest.skip(f"options {local_needs} need a reference broker started by logbench;"
-                            f" this run uses the external cluster at {external}")
+                pytest.skip(
+                    f"options {local_needs} need a reference broker started by logbench;"
+                    f" this run uses the external cluster at {external}"
+                )
             log_dir = _setting(config, "log_dir")
             return ExternalBroker(external, Path(log_dir) if log_dir else None)
         log_dir = work_root / f"broker{len(started)}"
@@ -277,8 +326,9 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
         elif started:
             reporter = config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
-                reporter.write_line(f"logbench: kept the brokers' data of "
-                                    f"{request.node.nodeid} in {work_root}")
+                reporter.write_line(
+                    f"logbench: kept the brokers' data of {request.node.nodeid} in {work_root}"
+                )
         if errors:
             raise RuntimeError("stopping brokers failed: " + "; ".join(errors))
 
@@ -324,8 +374,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Skip ``logbench_local`` tests against an external cluster without a known log dir."""
     external = _setting(item.config, "bootstrap")
     if external is not None and item.get_closest_marker("logbench_local") is not None:
-        pytest.skip(f"marked logbench_local: needs a broker process on this machine; this run "
-                    f"uses the external cluster at {external}")
+        pytest.skip(
+            f"marked logbench_local: needs a broker process on this machine; this run "
+            f"uses the external cluster at {external}"
+        )
 
 
 @pytest.fixture
@@ -353,8 +405,12 @@ def measure(request: pytest.FixtureRequest) -> Iterator[Meter]:
         report.add(result)
         config.hook.pytest_logbench_result(result=result, nodeid=nodeid)
 
-    meter = Meter(nodeid=nodeid, sink=sink, budget=config.stash[BUDGET_KEY],
-                  decide=_decider(report, config.stash[BUDGET_KEY]))
+    meter = Meter(
+        nodeid=nodeid,
+        sink=sink,
+        budget=config.stash[BUDGET_KEY],
+        decide=_decider(report, config.stash[BUDGET_KEY]),
+    )
     try:
         yield meter
     finally:
@@ -384,13 +440,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     fails as an item, with the verdict as its failure text."""
     report = yield
     session_report = item.config.stash.get(REPORT_KEY, None)
-    if (call.when == "call" and report.passed and session_report is not None
-            and session_report.thresholds and session_report.baseline):
+    if (
+        call.when == "call"
+        and report.passed
+        and session_report is not None
+        and session_report.thresholds
+        and session_report.baseline
+    ):
         regressions = session_report.regressions_of(item.nodeid)
         if regressions:
             report.outcome = "failed"
             report.longrepr = "\n".join(
-                f"logbench gate: {c.key}: {c.metric} {c.describe()}" for c in regressions)
+                f"logbench gate: {c.key}: {c.metric} {c.describe()}" for c in regressions
+            )
     return report
 
 

@@ -137,8 +137,10 @@ def make_drain(receive: Receive, sock: socket.socket) -> Drain:
         raise ValueError(f"receive must be 'auto', 'splice' or 'copy', got {receive!r}")
     tls = isinstance(sock, ssl.SSLSocket)
     if receive == "splice" and tls:
-        raise ValueError("receive='splice' is impossible over TLS: the client must decrypt "
-                         "in user space (use receive='copy' or 'auto')")
+        raise ValueError(
+            "receive='splice' is impossible over TLS: the client must decrypt "
+            "in user space (use receive='copy' or 'auto')"
+        )
     if receive == "copy" or tls:
         return CopyDrain()
     supported, reason = splice_supported()
@@ -172,13 +174,23 @@ class FetchStream:
     requests whose offsets it patches in place, so a fetch allocates nothing.
     """
 
-    def __init__(self, sock: socket.socket, drain: Drain, topic: str, partitions: Sequence[int],
-                 *, client_id: str = "logbench", max_bytes: int = 8 << 20,
-                 max_wait_ms: int = 100, pipeline: bool = True) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        drain: Drain,
+        topic: str,
+        partitions: Sequence[int],
+        *,
+        client_id: str = "logbench",
+        max_bytes: int = 8 << 20,
+        max_wait_ms: int = 100,
+        pipeline: bool = True,
+    ) -> None:
         self.sock, self.drain, self.topic = sock, drain, topic
         self.pipeline = pipeline and len(partitions) == 1
-        self._frame, self._offset_at = fetch_frame(topic, partitions, client_id, max_bytes,
-                                                    max_wait_ms)
+        self._frame, self._offset_at = fetch_frame(
+            topic, partitions, client_id, max_bytes, max_wait_ms
+        )
         self._header = bytearray(HEADER_SIZE)
         self._scratch = bytearray(4096)
         self._correlation = 0
@@ -210,8 +222,9 @@ class FetchStream:
         (size,) = _INT32.unpack(self._recv(4))
         correlation, _, error, _ = _RESPONSE_HEAD.unpack(self._recv(_RESPONSE_HEAD.size))
         if correlation != self._correlation:
-            raise ConnectionError(f"response correlation id {correlation}, "
-                                  f"expected {self._correlation}")
+            raise ConnectionError(
+                f"response correlation id {correlation}, expected {self._correlation}"
+            )
         if error:
             raise KafkaError(error, f"Fetch {self.topic}")
         remaining = size - _RESPONSE_HEAD.size - 4
@@ -224,7 +237,8 @@ class FetchStream:
             remaining -= 2 + name_length + 4
             for _ in range(partitions):
                 index, code, high_watermark, _, _ = _PARTITION_HEAD.unpack(
-                    self._recv(_PARTITION_HEAD.size))
+                    self._recv(_PARTITION_HEAD.size)
+                )
                 aborted = self._int32()
                 self._skip(max(0, aborted) * _ABORTED_TXN_BYTES)
                 self._recv(4)  # preferred read replica
@@ -242,8 +256,9 @@ class FetchStream:
             raise ConnectionError(f"fetch response framing is off by {remaining} bytes")
         return sent_next
 
-    def _read_records(self, part: PartitionProgress, length: int,
-                      progress: Sequence[PartitionProgress]) -> bool:
+    def _read_records(
+        self, part: PartitionProgress, length: int, progress: Sequence[PartitionProgress]
+    ) -> bool:
         """Walk the batches of one partition's records; count the whole ones at or after the
         position; drain the rest. A trailing partial batch (a fetch may cut the last one) is
         drained uncounted, and so are batches past the end. True when the next fetch was sent
@@ -295,17 +310,35 @@ class FetchStream:
             view = view[received:]
 
 
-def fetch_frame(topic: str, partitions: Sequence[int], client_id: str, max_bytes: int,
-                 max_wait_ms: int) -> tuple[bytearray, list[int]]:
+def fetch_frame(
+    topic: str, partitions: Sequence[int], client_id: str, max_bytes: int, max_wait_ms: int
+) -> tuple[bytearray, list[int]]:
     """A Fetch v11 request frame for ``partitions`` and where each one's fetch offset sits."""
     body = {
-        "replica_id": -1, "max_wait_ms": max_wait_ms, "min_bytes": 1, "max_bytes": max_bytes,
-        "isolation_level": 0, "session_id": 0, "session_epoch": -1,
-        "topics": [{"topic": topic, "partitions": [
-            {"partition": p, "fetch_offset": _SENTINEL + i, "log_start_offset": -1,
-             "partition_max_bytes": max_bytes, "current_leader_epoch": -1}
-            for i, p in enumerate(partitions)]}],
-        "forgotten_topics_data": [], "rack_id": "",
+        "replica_id": -1,
+        "max_wait_ms": max_wait_ms,
+        "min_bytes": 1,
+        "max_bytes": max_bytes,
+        "isolation_level": 0,
+        "session_id": 0,
+        "session_epoch": -1,
+        "topics": [
+            {
+                "topic": topic,
+                "partitions": [
+                    {
+                        "partition": p,
+                        "fetch_offset": _SENTINEL + i,
+                        "log_start_offset": -1,
+                        "partition_max_bytes": max_bytes,
+                        "current_leader_epoch": -1,
+                    }
+                    for i, p in enumerate(partitions)
+                ],
+            }
+        ],
+        "forgotten_topics_data": [],
+        "rack_id": "",
     }
     frame = bytearray(encode_request(ApiKey.FETCH, FETCH_VERSION, 0, client_id, body))
     offsets = [frame.find(_OFFSET.pack(_SENTINEL + i)) for i in range(len(partitions))]

@@ -36,13 +36,25 @@ METRICS: dict[str, Metric] = {
         Metric("throughput", "MB/s", True, "payload bytes (10^6) per wall-clock second"),
         Metric("records", "records/s", True, "records per wall-clock second"),
         Metric("cpu", "s/GB", False, "broker CPU seconds (user + system) per 10^9 payload bytes"),
-        Metric("syscalls", "calls/GB", False,
-               "broker syscalls counted by perf per 10^9 payload bytes: a count, not a time"),
-        Metric("relative", "x ceiling", True,
-               "throughput as a fraction of the control's (the machine's ceiling for the same "
-               "workload, measured in the same round): load slows both, a regression one"),
-        Metric("relative_cpu", "x ceiling", False,
-               "broker CPU per GB as a multiple of the control's CPU per GB, same round"),
+        Metric(
+            "syscalls",
+            "calls/GB",
+            False,
+            "broker syscalls counted by perf per 10^9 payload bytes: a count, not a time",
+        ),
+        Metric(
+            "relative",
+            "x ceiling",
+            True,
+            "throughput as a fraction of the control's (the machine's ceiling for the same "
+            "workload, measured in the same round): load slows both, a regression one",
+        ),
+        Metric(
+            "relative_cpu",
+            "x ceiling",
+            False,
+            "broker CPU per GB as a multiple of the control's CPU per GB, same round",
+        ),
     )
 }
 
@@ -88,8 +100,7 @@ class Round:
         if metric == "relative_cpu":
             if self.cpu_seconds is None or not self.control_cpu_seconds or not self.control_bytes:
                 return None
-            return (self.cpu_seconds / self.bytes) / (self.control_cpu_seconds
-                                                      / self.control_bytes)
+            return (self.cpu_seconds / self.bytes) / (self.control_cpu_seconds / self.control_bytes)
         raise KeyError(f"unknown metric {metric!r}; known: {sorted(METRICS)}")
 
 
@@ -127,8 +138,7 @@ class Result:
     looks: int = 1  # how often deciders may judge this measurement as it grows (``Budget``)
     # Records more rounds of this measurement and of those measured with it (``Meter``):
     # returns the extended results, or None once the budget is spent. Not serialised.
-    more: Callable[[], list[Result] | None] | None = field(default=None, compare=False,
-                                                           repr=False)
+    more: Callable[[], list[Result] | None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -168,8 +178,10 @@ class Result:
     def describe(self, metric: str = "throughput") -> str:
         """One line for messages: median, min-max, IQR and rounds of ``metric``."""
         s, unit = self.stats(metric), METRICS[metric]
-        return (f"{self.key}: median {unit.format(s.median)} (min {format_number(s.min)}, "
-                f"max {format_number(s.max)}, IQR {format_number(s.iqr)}, {s.n} rounds)")
+        return (
+            f"{self.key}: median {unit.format(s.median)} (min {format_number(s.min)}, "
+            f"max {format_number(s.max)}, IQR {format_number(s.iqr)}, {s.n} rounds)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: raw rounds plus the statistics of every measured metric."""
@@ -213,8 +225,7 @@ def paired_ratios(a: Result, b: Result, metric: str = "throughput") -> list[floa
     values_a, values_b = a.values(metric), b.values(metric)
     if not values_a or not values_b:
         missing = a if not values_a else b
-        raise ValueError(f"{missing.key}: {metric} was not measured "
-                         f"({missing._why_missing(metric)})")
+        raise ValueError(
+            f"{missing.key}: {metric} was not measured ({missing._why_missing(metric)})"
+        )
     return [ratio(x, y) for x, y in zip(values_a, values_b, strict=True)]
-
-

@@ -58,8 +58,13 @@ LOG_MACHINE_CI_EXAMPLES = 60
 REFUSALS = frozenset({ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE})
 """Errors a produce may legitimately get for its size; the log must be unchanged after one."""
 
-NOT_READY = frozenset({ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.LEADER_NOT_AVAILABLE,
-                       ErrorCode.NOT_LEADER_OR_FOLLOWER})
+NOT_READY = frozenset(
+    {
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.LEADER_NOT_AVAILABLE,
+        ErrorCode.NOT_LEADER_OR_FOLLOWER,
+    }
+)
 """Errors a cluster answers while a just-created topic's leaders are being elected."""
 
 PATIENCE_S = 15.0
@@ -93,8 +98,13 @@ class PartitionModel:
 
     def records_from(self, offset: int) -> list[Record]:
         """The records a fetch from ``offset`` must return, in order."""
-        return [r for base, spec, _ in self.batches if base + len(spec) > offset
-                for r in spec.at(base) if r.offset >= offset]
+        return [
+            r
+            for base, spec, _ in self.batches
+            if base + len(spec) > offset
+            for r in spec.at(base)
+            if r.offset >= offset
+        ]
 
     def record(self, offset: int) -> Record | None:
         for base, spec, _ in self.batches:
@@ -133,7 +143,8 @@ class LogStateMachine(RuleBasedStateMachine):
         super().__init__()
         if self.brokers is None:
             raise RuntimeError(
-                "run the machine with run_log_state_machine(broker_factory, machine)")
+                "run the machine with run_log_state_machine(broker_factory, machine)"
+            )
         self.broker = self.brokers.next()
         self.local = not isinstance(self.broker, ExternalBroker)
         options = getattr(self.broker, "options", None) if self.local else None
@@ -141,8 +152,10 @@ class LogStateMachine(RuleBasedStateMachine):
         retention = getattr(options, "retention_bytes", None)
         self.retention_bytes = retention if retention is not None and retention >= 0 else None
         if not self.local:
-            event("restart and retention rules off: the external cluster at "
-                  f"{self.broker.bootstrap} cannot be restarted or configured by logbench")
+            event(
+                "restart and retention rules off: the external cluster at "
+                f"{self.broker.bootstrap} cannot be restarted or configured by logbench"
+            )
         self.topic = f"logbench-log-{uuid.uuid4().hex[:12]}"
         self.client = HarnessClient(self.broker.bootstrap)
         # retention.ms=-1: timestamps are drawn from years back; only retention.bytes deletes.
@@ -180,7 +193,8 @@ class LogStateMachine(RuleBasedStateMachine):
         if self.segment_bytes is not None:
             assert size <= self.segment_bytes, (
                 f"a {size}-byte produce was accepted though segment.bytes is "
-                f"{self.segment_bytes} (Kafka answers RECORD_LIST_TOO_LARGE)")
+                f"{self.segment_bytes} (Kafka answers RECORD_LIST_TOO_LARGE)"
+            )
         assert base == log.end, f"produce got base offset {base}, the log end is {log.end}"
         for spec, data in zip(specs, encoded, strict=True):
             log.append(spec, len(data))
@@ -197,33 +211,40 @@ class LogStateMachine(RuleBasedStateMachine):
         if not log.log_start <= offset <= log.end:
             error = self.client.fetch(self.topic, partition, offset, max_bytes=max_bytes).error
             assert error == ErrorCode.OFFSET_OUT_OF_RANGE, (
-                f"fetch at {offset} outside [{log.log_start}, {log.end}] got {error.name}")
+                f"fetch at {offset} outside [{log.log_start}, {log.end}] got {error.name}"
+            )
             return
         position, got = offset, []
-        for result, fetched in fetch_batches(self.client, self.topic, partition, offset,
-                                             max_bytes=max_bytes):
+        for result, fetched in fetch_batches(
+            self.client, self.topic, partition, offset, max_bytes=max_bytes
+        ):
             if result.error == ErrorCode.OFFSET_OUT_OF_RANGE:
                 start, _ = self.offsets(partition)
                 assert start > position, (
-                    f"fetch at {position} got OFFSET_OUT_OF_RANGE inside [{start}, {log.end}]")
+                    f"fetch at {position} got OFFSET_OUT_OF_RANGE inside [{start}, {log.end}]"
+                )
                 return  # retention moved the log start past the position: nothing to compare
             assert result.error == ErrorCode.NONE, f"fetch at {position}: {result.error.name}"
             self._observe(partition, result.log_start_offset, result.high_watermark)
             for header, records in fetched:
                 assert header.base_offset in log.boundaries(), (
-                    f"a batch starts at {header.base_offset}, no produced batch did")
+                    f"a batch starts at {header.base_offset}, no produced batch did"
+                )
                 for record in records:
                     assert record == log.record(record.offset), (
                         f"offset {record.offset}: fetched {record}, "
-                        f"produced {log.record(record.offset)}")
+                        f"produced {log.record(record.offset)}"
+                    )
                     if record.offset >= position:
                         assert record.offset == position, (
-                            f"fetch from {position} skipped to offset {record.offset}")
+                            f"fetch from {position} skipped to offset {record.offset}"
+                        )
                         got.append(record)
                         position += 1
         assert got == log.records_from(offset), (
             f"fetch from {offset} (max_bytes {max_bytes}) stopped at {position}, "
-            f"the log ends at {log.end}")
+            f"the log ends at {log.end}"
+        )
 
     def offsets(self, partition: int) -> tuple[int, int]:
         """ListOffsets earliest and latest, checked against the model; returns them."""
@@ -235,12 +256,15 @@ class LogStateMachine(RuleBasedStateMachine):
     def _observe(self, partition: int, log_start: int, high_watermark: int) -> None:
         log = self.logs[partition]
         assert high_watermark == log.end, (
-            f"high watermark {high_watermark}, but the next offset is {log.end}")
+            f"high watermark {high_watermark}, but the next offset is {log.end}"
+        )
         assert log_start >= log.log_start, (
-            f"log start offset moved back from {log.log_start} to {log_start}")
+            f"log start offset moved back from {log.log_start} to {log_start}"
+        )
         assert log_start in log.boundaries(), (
             f"log start offset {log_start} is inside a batch (boundaries "
-            f"{sorted(log.boundaries())})")
+            f"{sorted(log.boundaries())})"
+        )
         log.log_start = log_start
 
     def verify_all(self) -> None:
@@ -284,19 +308,33 @@ class LogStateMachine(RuleBasedStateMachine):
         offset, found = self.client.list_offset(self.topic, partition, timestamp)
         if self.offsets(partition)[0] != start:
             return  # retention ran meanwhile: the answer may predate the new log start
-        first = next(((base, r) for base, spec, _ in log.batches if base >= start
-                      for r in spec.at(base) if r.timestamp >= timestamp), None)
+        first = next(
+            (
+                (base, r)
+                for base, spec, _ in log.batches
+                if base >= start
+                for r in spec.at(base)
+                if r.timestamp >= timestamp
+            ),
+            None,
+        )
         if first is None:
             assert offset == -1, f"no record at or after {timestamp}, yet offset {offset}"
             return
         batch_base, record = first
         assert batch_base <= offset <= record.offset, (
             f"timestamp {timestamp}: offset {offset}, expected one in "
-            f"[{batch_base}, {record.offset}]")
+            f"[{batch_base}, {record.offset}]"
+        )
         assert found >= timestamp, f"timestamp {timestamp}: answered timestamp {found}"
 
-    @precondition(lambda self: self.local and self.restarts < self.max_restarts
-                  and any(log.end > log.log_start for log in self.logs))
+    @precondition(
+        lambda self: (
+            self.local
+            and self.restarts < self.max_restarts
+            and any(log.end > log.log_start for log in self.logs)
+        )
+    )
     @rule(kill=st.booleans())
     def restart(self, kill: bool) -> None:
         """Restart the broker, cleanly or with SIGKILL, once there is something to lose, and
@@ -312,8 +350,7 @@ class LogStateMachine(RuleBasedStateMachine):
         self.client = HarnessClient(self.broker.bootstrap)
         self.verify_all()
 
-    @precondition(lambda self: self.retention_bytes is not None
-                  and self.segment_bytes is not None)
+    @precondition(lambda self: self.retention_bytes is not None and self.segment_bytes is not None)
     @rule()
     def await_retention(self) -> None:
         """Wait for retention.bytes to apply: Kafka deletes the oldest segment while the rest
@@ -326,7 +363,8 @@ class LogStateMachine(RuleBasedStateMachine):
             while log.retained_bytes() >= bound:
                 assert time.monotonic() < deadline, (
                     f"{self.topic}-{partition} still holds {log.retained_bytes()} bytes "
-                    f"(retention.bytes {self.retention_bytes}) after {PATIENCE_S} s")
+                    f"(retention.bytes {self.retention_bytes}) after {PATIENCE_S} s"
+                )
                 time.sleep(0.02)
                 self.offsets(partition)
 
@@ -362,9 +400,9 @@ class LogStateMachine(RuleBasedStateMachine):
                     assert size <= self.segment_bytes, f"{path.name}: {size} bytes"
 
 
-def fetch_batches(client: HarnessClient, topic: str, partition: int, offset: int, *,
-                  max_bytes: int = 1 << 20
-                  ) -> Iterator[tuple[FetchResult, list[tuple[BatchHeader, list[Record]]]]]:
+def fetch_batches(
+    client: HarnessClient, topic: str, partition: int, offset: int, *, max_bytes: int = 1 << 20
+) -> Iterator[tuple[FetchResult, list[tuple[BatchHeader, list[Record]]]]]:
     """Fetch from ``offset`` up to the high watermark, yielding each response with its whole
     batches decoded (``iter_records`` checks their CRCs).
 
@@ -375,8 +413,10 @@ def fetch_batches(client: HarnessClient, topic: str, partition: int, offset: int
     position = offset
     while True:
         result = client.fetch(topic, partition, position, max_bytes=max_bytes)
-        fetched = [(header, list(iter_records(result.records[at:at + header.size])))
-                   for at, header in result.batches()]
+        fetched = [
+            (header, list(iter_records(result.records[at : at + header.size])))
+            for at, header in result.batches()
+        ]
         yield result, fetched
         if result.error or not fetched:
             return
@@ -389,8 +429,9 @@ class BrokerSupply:
     """Hands each example a broker: a new one from ``factory(**options)`` every ``per_broker``
     examples (the previous one is stopped), the same external cluster every time."""
 
-    def __init__(self, factory: Callable[..., Any], options: dict[str, Any],
-                 per_broker: int) -> None:
+    def __init__(
+        self, factory: Callable[..., Any], options: dict[str, Any], per_broker: int
+    ) -> None:
         self.factory = factory
         self.options = options
         self.per_broker = per_broker
@@ -407,9 +448,12 @@ class BrokerSupply:
         return self.current
 
 
-def run_log_state_machine(broker_factory: Callable[..., Any],
-                          machine: type[LogStateMachine] = LogStateMachine,
-                          *, settings: Settings | None = None) -> None:
+def run_log_state_machine(
+    broker_factory: Callable[..., Any],
+    machine: type[LogStateMachine] = LogStateMachine,
+    *,
+    settings: Settings | None = None,
+) -> None:
     """Run ``machine`` (``LogStateMachine`` or a subclass) as a test, on brokers from
     ``broker_factory`` (the fixture: reference brokers, or the ``--logbench-bootstrap``
     cluster; any callable taking ``BrokerOptions`` fields works).
@@ -420,11 +464,15 @@ def run_log_state_machine(broker_factory: Callable[..., Any],
     ``state = <machine>()``.
     """
     supply = BrokerSupply(broker_factory, machine.broker_options, machine.examples_per_broker)
-    namespace = {"brokers": supply, "__module__": machine.__module__,
-                 "__qualname__": machine.__qualname__}
+    namespace = {
+        "brokers": supply,
+        "__module__": machine.__module__,
+        "__qualname__": machine.__qualname__,
+    }
     bound = types.new_class(machine.__name__, (machine,), exec_body=lambda ns: ns.update(namespace))
     # Without a profile (a user's project has no logbench conftest), still no deadline and no
     # too-slow health check: steps talk to a real broker and restarts take what they take.
-    default = examples(LOG_MACHINE_CI_EXAMPLES, deadline=None,
-                       suppress_health_check=[HealthCheck.too_slow])
+    default = examples(
+        LOG_MACHINE_CI_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
     run_state_machine_as_test(bound, settings=settings or default)

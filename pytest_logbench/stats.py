@@ -20,8 +20,15 @@ DEFAULT_CONFIDENCE = 0.95
 # --- units -----------------------------------------------------------------------------------
 
 _BYTE_UNITS = {
-    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
 }
 _COUNT_PREFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _NUMBER = r"(?P<number>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)"
@@ -106,8 +113,16 @@ def summarize(values: Sequence[float]) -> Stats:
         v = values[0]
         return Stats(1, v, v, v, v, 0.0, v, v)
     q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return Stats(len(values), median, min(values), max(values), statistics.fmean(values),
-                 statistics.stdev(values), q1, q3)
+    return Stats(
+        len(values),
+        median,
+        min(values),
+        max(values),
+        statistics.fmean(values),
+        statistics.stdev(values),
+        q1,
+        q3,
+    )
 
 
 class InsufficientRounds(ValueError):
@@ -178,8 +193,9 @@ class RatioBounds(NamedTuple):
     confidence: float
 
 
-def ratio_bounds(current: Sequence[float], baseline: Sequence[float],
-                 confidence: float = DEFAULT_CONFIDENCE) -> RatioBounds:
+def ratio_bounds(
+    current: Sequence[float], baseline: Sequence[float], confidence: float = DEFAULT_CONFIDENCE
+) -> RatioBounds:
     """How ``current`` compares with ``baseline`` when their rounds were not paired (two runs,
     e.g. a saved CI baseline). The estimate is the median of all pairwise ratios; each bound
     holds on its own side with ``confidence``. Raises InsufficientRounds when the samples are
@@ -208,5 +224,3 @@ def ratio(a: float, b: float) -> float:
     if b == 0:
         return 1.0 if a == 0 else math.inf
     return a / b
-
-

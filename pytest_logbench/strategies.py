@@ -53,9 +53,7 @@ def register_profiles() -> None:
         "print_blob": True,
         "suppress_health_check": [HealthCheck.too_slow],
     }
-    settings.register_profile(
-        "ci", max_examples=CI_MAX_EXAMPLES, stateful_step_count=30, **base
-    )
+    settings.register_profile("ci", max_examples=CI_MAX_EXAMPLES, stateful_step_count=30, **base)
     settings.register_profile(
         "nightly", max_examples=10 * CI_MAX_EXAMPLES, stateful_step_count=100, **base
     )
@@ -111,16 +109,26 @@ def timestamps() -> SearchStrategy[int]:
 
 def records(timestamp: SearchStrategy[int] | None = None) -> SearchStrategy[Record]:
     """One record; its ``offset`` is 0 (a batch spec renumbers them as deltas)."""
-    return st.builds(Record, st.just(0), timestamps() if timestamp is None else timestamp,
-                     keys(), values(), headers())
+    return st.builds(
+        Record,
+        st.just(0),
+        timestamps() if timestamp is None else timestamp,
+        keys(),
+        values(),
+        headers(),
+    )
 
 
 def compressions() -> SearchStrategy[Compression]:
     """The codecs ``build_batch`` can write here: none and gzip always, lz4 and zstd when their
     packages are installed (snappy never: logbench's codec does not write it)."""
     modules = {Compression.LZ4: "lz4", Compression.ZSTD: "zstandard"}
-    usable = [codec for codec in Compression if codec is not Compression.SNAPPY
-              and (codec not in modules or importlib.util.find_spec(modules[codec]))]
+    usable = [
+        codec
+        for codec in Compression
+        if codec is not Compression.SNAPPY
+        and (codec not in modules or importlib.util.find_spec(modules[codec]))
+    ]
     return st.sampled_from(usable)
 
 
@@ -137,29 +145,34 @@ class BatchSpec:
 
     def encode(self, base_offset: int = 0) -> bytes:
         """The CRC'd batch as a producer sends it (base offset 0 unless given)."""
-        return build_batch(self.records, base_offset=base_offset,
-                           timestamps=[r.timestamp for r in self.records],
-                           compression=self.compression)
+        return build_batch(
+            self.records,
+            base_offset=base_offset,
+            timestamps=[r.timestamp for r in self.records],
+            compression=self.compression,
+        )
 
     def at(self, base_offset: int) -> list[Record]:
         """The records as a fetch must return them once the batch got ``base_offset``."""
-        return [Record(base_offset + r.offset, r.timestamp, r.key, r.value, list(r.headers))
-                for r in self.records]
+        return [
+            Record(base_offset + r.offset, r.timestamp, r.key, r.value, list(r.headers))
+            for r in self.records
+        ]
 
     def __len__(self) -> int:
         return len(self.records)
 
 
 @st.composite
-def batches(draw: st.DrawFn, max_records: int = 6,
-            compression: SearchStrategy[Compression] | None = None) -> BatchSpec:
+def batches(
+    draw: st.DrawFn, max_records: int = 6, compression: SearchStrategy[Compression] | None = None
+) -> BatchSpec:
     """A batch of 1..``max_records`` records with timestamps near each other (as a producer's
     are), sometimes out of order, sometimes far apart (which rolls a segment on ``segment.ms``)."""
     base = draw(timestamps())
     near = st.integers(-5_000, 5_000).map(lambda d: min(max(base + d, 0), MAX_TIMESTAMP))
     drawn = draw(st.lists(records(near | timestamps()), min_size=1, max_size=max_records))
-    numbered = tuple(Record(i, r.timestamp, r.key, r.value, r.headers)
-                     for i, r in enumerate(drawn))
+    numbered = tuple(Record(i, r.timestamp, r.key, r.value, r.headers) for i, r in enumerate(drawn))
     return BatchSpec(numbered, draw(compressions() if compression is None else compression))
 
 
@@ -193,13 +206,15 @@ def topic_names(max_size: int = MAX_TOPIC_NAME_LENGTH) -> SearchStrategy[str]:
 def invalid_topic_names() -> SearchStrategy[str]:
     """Names Kafka refuses (INVALID_TOPIC_EXCEPTION): empty, "." and "..", too long, or with a
     character outside [a-zA-Z0-9._-] (path separators and non-ASCII letters included)."""
-    bad_char = st.sampled_from("/\\ :*?\"<>|\x00\n+=@#é日") | st.characters(
+    bad_char = st.sampled_from('/\\ :*?"<>|\x00\n+=@#é日') | st.characters(
         blacklist_characters=_TOPIC_CHARS, blacklist_categories=("Cs",)
     )
-    with_bad_char = st.tuples(st.text(_TOPIC_CHARS, max_size=20), bad_char,
-                              st.text(_TOPIC_CHARS, max_size=20)).map("".join)
-    too_long = st.text(_TOPIC_CHARS, min_size=MAX_TOPIC_NAME_LENGTH + 1,
-                       max_size=MAX_TOPIC_NAME_LENGTH + 40)
+    with_bad_char = st.tuples(
+        st.text(_TOPIC_CHARS, max_size=20), bad_char, st.text(_TOPIC_CHARS, max_size=20)
+    ).map("".join)
+    too_long = st.text(
+        _TOPIC_CHARS, min_size=MAX_TOPIC_NAME_LENGTH + 1, max_size=MAX_TOPIC_NAME_LENGTH + 40
+    )
     return st.sampled_from(["", ".", ".."]) | with_bad_char | too_long
 
 
@@ -243,8 +258,11 @@ class TailDamage:
             changed = [i for i in range(start, end) if data[i]]
             return changed[0] if changed else size
         with path.open("ab") as file:
-            file.write(self.payload if self.kind == "garbage"
-                       else _corrupted(self.payload, next_offset, self.where))
+            file.write(
+                self.payload
+                if self.kind == "garbage"
+                else _corrupted(self.payload, next_offset, self.where)
+            )
         return size
 
 
@@ -264,8 +282,12 @@ def tail_damages() -> SearchStrategy[TailDamage]:
         st.builds(TailDamage, st.just("truncate"), where),
         st.builds(TailDamage, st.just("garbage"), where, junk),
         st.builds(TailDamage, st.just("zero_page"), where),
-        st.builds(TailDamage, st.just("bad_crc"), where,
-                  batches(max_records=3).map(lambda spec: spec.encode())),
+        st.builds(
+            TailDamage,
+            st.just("bad_crc"),
+            where,
+            batches(max_records=3).map(lambda spec: spec.encode()),
+        ),
     )
 
 
@@ -302,6 +324,7 @@ class CrashRound:
 def crash_plans(max_rounds: int = 3, max_batches: int = 8) -> SearchStrategy[list[CrashRound]]:
     """Sequences of operations for crash recovery: rounds of acknowledged produces, each ended
     by a kill point; recovering a log that an earlier crash already truncated is part of it."""
-    round_ = st.builds(CrashRound, st.lists(batches(max_records=3), max_size=max_batches),
-                       crashes())
+    round_ = st.builds(
+        CrashRound, st.lists(batches(max_records=3), max_size=max_batches), crashes()
+    )
     return st.lists(round_, min_size=1, max_size=max_rounds)

@@ -64,8 +64,16 @@ class ProduceWorkload:
 
     name = "produce"
 
-    def __init__(self, broker: Broker, size: int | str = "64 MiB", *, topic: str | None = None,
-                 record_bytes: int = 1024, batch_bytes: int = 256 << 10, acks: int = 1) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        size: int | str = "64 MiB",
+        *,
+        topic: str | None = None,
+        record_bytes: int = 1024,
+        batch_bytes: int = 256 << 10,
+        acks: int = 1,
+    ) -> None:
         self.broker = broker
         self.size = parse_size(size)
         self.topic = topic or _topic("logbench-produce")
@@ -73,8 +81,14 @@ class ProduceWorkload:
         self._producer: Producer | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "produce", "bytes": self.size, "record_bytes": self.record_bytes,
-                "batch_bytes": self.batch_bytes, "acks": self.acks, **_broker_traits(self.broker)}
+        return {
+            "kind": "produce",
+            "bytes": self.size,
+            "record_bytes": self.record_bytes,
+            "batch_bytes": self.batch_bytes,
+            "acks": self.acks,
+            **_broker_traits(self.broker),
+        }
 
     def setup(self) -> None:
         from pytest_logbench.client import Producer
@@ -100,9 +114,13 @@ class ProduceWorkload:
     def run_part(self, part: int, parts: int) -> Transfer:
         """Append ``size / parts`` bytes (a round beside its control runs in parts)."""
         assert self._producer is not None, "setup() not called"
-        return self._producer.produce(self.topic, self.size // parts,
-                                      record_bytes=self.record_bytes,
-                                      batch_bytes=self.batch_bytes, acks=self.acks)
+        return self._producer.produce(
+            self.topic,
+            self.size // parts,
+            record_bytes=self.record_bytes,
+            batch_bytes=self.batch_bytes,
+            acks=self.acks,
+        )
 
     def close(self) -> None:
         if self._producer is not None:
@@ -133,9 +151,17 @@ class FetchWorkload:
     (``pytest_logbench.receive``: ``"auto"`` splices, ``"copy"`` pays what a client pays).
     """
 
-    def __init__(self, broker: Broker, size: int | str = "64 MiB", *, topic: str | None = None,
-                 cache: Literal["warm", "cold", "as-is"] = "warm", consumers: int = 1,
-                 max_bytes: int = 8 << 20, receive: str = "auto") -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        size: int | str = "64 MiB",
+        *,
+        topic: str | None = None,
+        cache: Literal["warm", "cold", "as-is"] = "warm",
+        consumers: int = 1,
+        max_bytes: int = 8 << 20,
+        receive: str = "auto",
+    ) -> None:
         if cache not in ("warm", "cold", "as-is"):
             raise ValueError(f"cache must be 'warm', 'cold' or 'as-is', got {cache!r}")
         if consumers < 1:
@@ -151,9 +177,15 @@ class FetchWorkload:
         self._members: MemberGroup | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "fetch", "bytes": self.size, "cache": self.cache,
-                "consumers": self.consumers, "max_bytes": self.max_bytes,
-                "receive": self.receive, **_broker_traits(self.broker)}
+        return {
+            "kind": "fetch",
+            "bytes": self.size,
+            "cache": self.cache,
+            "consumers": self.consumers,
+            "max_bytes": self.max_bytes,
+            "receive": self.receive,
+            **_broker_traits(self.broker),
+        }
 
     def setup(self) -> None:
         from pytest_logbench import pagecache
@@ -168,8 +200,9 @@ class FetchWorkload:
         finally:
             producer.close()
         if self.cache == "cold":
-            supported, reason = pagecache.eviction_supported(self.broker.segment_files(
-                self.topic)[0].parent)
+            supported, reason = pagecache.eviction_supported(
+                self.broker.segment_files(self.topic)[0].parent
+            )
             if not supported:
                 pytest.skip(f"a cold fetch needs page-cache eviction: {reason}")
         connection = {**options, "receive": self.receive}
@@ -177,8 +210,9 @@ class FetchWorkload:
             self._consumer = Consumer(self.broker.bootstrap, **connection)
         else:
             spec = ConsumerSpec(self.broker.bootstrap, connection)
-            self._members = MemberGroup([spec] * self.consumers,
-                                        names=[f"consumer-{i}" for i in range(self.consumers)])
+            self._members = MemberGroup(
+                [spec] * self.consumers, names=[f"consumer-{i}" for i in range(self.consumers)]
+            )
 
     def prepare(self) -> None:
         from pytest_logbench import pagecache
@@ -198,16 +232,22 @@ class FetchWorkload:
 
         started = time.perf_counter()
         if self._consumer is not None:
-            transfers = [self._consumer.consume(self.topic, until_offset=self._end,
-                                                max_bytes=self.max_bytes)]
+            transfers = [
+                self._consumer.consume(self.topic, until_offset=self._end, max_bytes=self.max_bytes)
+            ]
         else:
             assert self._members is not None, "setup() not called"
-            transfers = self._members.call("consume", self.topic, until_offset=self._end,
-                                           max_bytes=self.max_bytes)
+            transfers = self._members.call(
+                "consume", self.topic, until_offset=self._end, max_bytes=self.max_bytes
+            )
         seconds = time.perf_counter() - started
-        return Transfer(sum(t.bytes for t in transfers), sum(t.records for t in transfers),
-                        sum(t.batches for t in transfers), sum(t.requests for t in transfers),
-                        seconds)
+        return Transfer(
+            sum(t.bytes for t in transfers),
+            sum(t.records for t in transfers),
+            sum(t.batches for t in transfers),
+            sum(t.requests for t in transfers),
+            seconds,
+        )
 
     def run_part(self, part: int, parts: int) -> Transfer:
         """One of ``parts`` consecutive stretches of a round (a round beside its control is
@@ -215,8 +255,9 @@ class FetchWorkload:
         assert self._consumer is not None, "parts need a single consumer"
         start = 0 if part == 0 else self._part_position
         until = self._end if part == parts - 1 else self._end * (part + 1) // parts
-        done = self._consumer.consume(self.topic, offset=start, until_offset=until,
-                                      max_bytes=self.max_bytes)
+        done = self._consumer.consume(
+            self.topic, offset=start, until_offset=until, max_bytes=self.max_bytes
+        )
         self._part_position = done.next_offset
         return done
 
@@ -230,8 +271,9 @@ class FetchWorkload:
         if log_dir is None or self.consumers > 1 or self.cache == "as-is":
             return None
         receive = "copy" if client_options(self.broker) else self.receive
-        return RawFetchWorkload(None, self.size, near=log_dir.parent, cache=self.cache,
-                                receive=receive)
+        return RawFetchWorkload(
+            None, self.size, near=log_dir.parent, cache=self.cache, receive=receive
+        )
 
     def close(self) -> None:
         if self._members is not None:
@@ -255,7 +297,7 @@ def _broker_traits(broker: Broker) -> dict[str, Any]:
     options = getattr(broker, "options", None)
     if options is None:
         return {"broker": "external"}
-    return {"broker": "tls" if options.tls else ("copy" if options.copy else "zerocopy"),
-            "fetch_slowdown": options.fetch_slowdown}
-
-
+    return {
+        "broker": "tls" if options.tls else ("copy" if options.copy else "zerocopy"),
+        "fetch_slowdown": options.fetch_slowdown,
+    }

@@ -48,8 +48,16 @@ TracerKind = Literal["perf-stat", "perf-record", "strace"]
 Evidence = Literal["auto", "perf", "strace", "counters"]
 
 # Syscalls counted per measurement round (perf stat): the data path and the event loop.
-ROUND_SYSCALLS = ("sendfile64", "pread64", "read", "sendto", "sendmsg", "write", "recvfrom",
-                  "epoll_wait")
+ROUND_SYSCALLS = (
+    "sendfile64",
+    "pread64",
+    "read",
+    "sendto",
+    "sendmsg",
+    "write",
+    "recvfrom",
+    "epoll_wait",
+)
 # Syscalls traced for the zero-copy verdict: sendfile and every way to read a file.
 _TRACED = ("sendfile64", "read", "pread64", "readv", "preadv", "preadv2")
 _STRACE_FILTER = "/^(sendfile|sendfile64|read|pread64|readv|preadv|preadv2)$"
@@ -93,12 +101,14 @@ def tally(calls: Iterable[tuple[str, str | None, int]], tool: str) -> SyscallTal
     """
     moved = [(name, path, ret) for name, path, ret in calls if ret > 0]
     sent = [ret for name, _, ret in moved if name.startswith("sendfile")]
-    reads = [ret for name, path, ret in moved if not name.startswith("sendfile")
-             and _is_segment(path)]
+    reads = [
+        ret for name, path, ret in moved if not name.startswith("sendfile") and _is_segment(path)
+    ]
     copied = [ret for ret in reads if ret > HEADER_SIZE]
     headers = [ret for ret in reads if ret <= HEADER_SIZE]
-    return SyscallTally(tool, len(sent), sum(sent), len(copied), sum(copied), len(headers),
-                        sum(headers))
+    return SyscallTally(
+        tool, len(sent), sum(sent), len(copied), sum(copied), len(headers), sum(headers)
+    )
 
 
 # --- tracer processes ------------------------------------------------------------------------
@@ -146,11 +156,13 @@ class _Tracer:
             try:
                 process.wait(_STOP_SECONDS)
             except subprocess.TimeoutExpired:
-                raise TracerError(f"{self._name()} did not stop within {_STOP_SECONDS}s of "
-                                  "SIGINT") from None
+                raise TracerError(
+                    f"{self._name()} did not stop within {_STOP_SECONDS}s of SIGINT"
+                ) from None
         if process.returncode not in (0, -signal.SIGINT, 128 + signal.SIGINT):
-            raise TracerError(f"{self._name()} failed with status {process.returncode}: "
-                              f"{self._stderr()}")
+            raise TracerError(
+                f"{self._name()} failed with status {process.returncode}: {self._stderr()}"
+            )
         self._collect()
 
     def _finish(self) -> None:
@@ -176,8 +188,9 @@ class _Tracer:
 
     def _spawn(self, command: list[str]) -> None:
         with open(self.dir / "stderr", "wb") as stderr:
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=stderr)
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+            )
 
 
 class _PerfSession(_Tracer):
@@ -200,8 +213,19 @@ class _PerfSession(_Tracer):
         self._fds_to_close.append(ack_fd)
         ctl_fd = os.open(ctl, os.O_RDWR)  # never blocks; perf reads what we queue
         self._fds_to_close.append(ctl_fd)
-        self._spawn(["perf", self.mode, *self._perf_args(), "-p", str(self.pid),
-                     "-D", "-1", "--control", f"fifo:{ctl},{ack}"])
+        self._spawn(
+            [
+                "perf",
+                self.mode,
+                *self._perf_args(),
+                "-p",
+                str(self.pid),
+                "-D",
+                "-1",
+                "--control",
+                f"fifo:{ctl},{ack}",
+            ]
+        )
         os.write(ctl_fd, b"enable\n")
         self._await_ack(ack_fd)
 
@@ -217,10 +241,14 @@ class _PerfSession(_Tracer):
                 if b"ack" in received:
                     return
             if self.process.poll() is not None:
-                raise TracerError(f"perf {self.mode} -p {self.pid} exited with status "
-                                  f"{self.process.returncode}: {self._stderr()}")
-        raise TracerError(f"perf {self.mode} did not acknowledge 'enable' within "
-                          f"{_ATTACH_SECONDS}s: {self._stderr()}")
+                raise TracerError(
+                    f"perf {self.mode} -p {self.pid} exited with status "
+                    f"{self.process.returncode}: {self._stderr()}"
+                )
+        raise TracerError(
+            f"perf {self.mode} did not acknowledge 'enable' within "
+            f"{_ATTACH_SECONDS}s: {self._stderr()}"
+        )
 
     def _name(self) -> str:
         return f"perf {self.mode}"
@@ -281,12 +309,12 @@ class SyscallTrace(_PerfSession):
         self._fds: dict[int, str] = {}
 
     def _perf_args(self) -> list[str]:
-        events = ",".join(f"syscalls:sys_{edge}_{name}" for name in _TRACED
-                          for edge in ("enter", "exit"))
+        events = ",".join(
+            f"syscalls:sys_{edge}_{name}" for name in _TRACED for edge in ("enter", "exit")
+        )
         # No build ids and no BPF sideband thread: we need no symbols, and both cost about a
         # second at exit (measured: stop 1.5 s -> 0.5 s).
-        return ["-q", "-B", "-N", "--no-bpf-event", "-e", events,
-                "-o", str(self.dir / "perf.data")]
+        return ["-q", "-B", "-N", "--no-bpf-event", "-e", events, "-o", str(self.dir / "perf.data")]
 
     def _start(self) -> None:
         super()._start()
@@ -299,7 +327,10 @@ class SyscallTrace(_PerfSession):
     def _collect(self) -> None:
         script = subprocess.run(
             ["perf", "script", "-i", str(self.dir / "perf.data"), "-F", "tid,event,trace"],
-            capture_output=True, text=True, timeout=120, check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         if script.returncode != 0:
             raise TracerError(f"perf script failed: {script.stderr.strip()[-2000:]}")
@@ -355,22 +386,38 @@ class StraceTrace(_Tracer):
     def _start(self) -> None:
         if shutil.which("strace") is None:
             raise TracerError("strace not found on PATH")
-        self._spawn(["strace", "-f", "-y", "-s", "0", "-e", f"trace={_STRACE_FILTER}",
-                     "-e", "signal=none", "-o", str(self.dir / "trace"), "-p", str(self.pid)])
+        self._spawn(
+            [
+                "strace",
+                "-f",
+                "-y",
+                "-s",
+                "0",
+                "-e",
+                f"trace={_STRACE_FILTER}",
+                "-e",
+                "signal=none",
+                "-o",
+                str(self.dir / "trace"),
+                "-p",
+                str(self.pid),
+            ]
+        )
         assert self.process is not None
         deadline = time.monotonic() + _ATTACH_SECONDS
         while time.monotonic() < deadline:
             if "attached" in self._stderr():
                 return
             if self.process.poll() is not None:
-                raise TracerError(f"strace -p {self.pid} exited with status "
-                                  f"{self.process.returncode}: {self._stderr()}")
+                raise TracerError(
+                    f"strace -p {self.pid} exited with status "
+                    f"{self.process.returncode}: {self._stderr()}"
+                )
             time.sleep(0.01)
         raise TracerError(f"strace did not attach within {_ATTACH_SECONDS}s: {self._stderr()}")
 
     def _collect(self) -> None:
-        self.tally = tally(parse_strace((self.dir / "trace").read_text(errors="replace")),
-                           "strace")
+        self.tally = tally(parse_strace((self.dir / "trace").read_text(errors="replace")), "strace")
 
 
 _STRACE_CALL = re.compile(r"^(\d+)\s+(\w+)\((.*)$")
@@ -421,8 +468,9 @@ def tracer_support(kind: TracerKind) -> tuple[bool, str]:
         "perf-record": SyscallTrace,
         "strace": StraceTrace,
     }[kind]
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
-                               stdin=subprocess.DEVNULL)
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"], stdin=subprocess.DEVNULL
+    )
     try:
         with tracer(sleeper.pid):
             pass
@@ -442,8 +490,11 @@ def trace_for(evidence: Evidence, pid: int) -> tuple[_Tracer | None, str]:
         return None, "evidence='counters' requested"
     if evidence not in ("auto", "perf", "strace"):
         raise ValueError(f"evidence must be auto, perf, strace or counters, got {evidence!r}")
-    kinds: list[TracerKind] = {"auto": ["perf-record", "strace"], "perf": ["perf-record"],
-                               "strace": ["strace"]}[evidence]
+    kinds: list[TracerKind] = {
+        "auto": ["perf-record", "strace"],
+        "perf": ["perf-record"],
+        "strace": ["strace"],
+    }[evidence]
     reasons = []
     for kind in kinds:
         supported, reason = tracer_support(kind)
@@ -481,31 +532,42 @@ class ZeroCopyReport:
     def evidence(self) -> str:
         if self.trace is None:
             return f"broker counters only ({self.fallback})"
-        source = ("perf tracepoints syscalls:sys_*_sendfile64 and the read family"
-                  if self.trace.tool == "perf" else "strace -f -y attached to the broker")
+        source = (
+            "perf tracepoints syscalls:sys_*_sendfile64 and the read family"
+            if self.trace.tool == "perf"
+            else "strace -f -y attached to the broker"
+        )
         if self.sent is None:
             return f"{source} only ({self.fallback})"
         return f"broker counters + {source}"
 
     def message(self) -> str:
         verdict = "zero-copy" if self.ok else "NOT zero-copy"
-        counters = ("none" if self.sent is None
-                    else ", ".join(f"{path} {_mb(n)}" for path, n in self.sent.items()))
-        lines = [f"broker pid {self.pid}: {verdict}; evidence: {self.evidence}",
-                 f"  payload fetched in the window: {_mb(self.payload_bytes)}",
-                 f"  broker counters: {counters}"]
+        counters = (
+            "none"
+            if self.sent is None
+            else ", ".join(f"{path} {_mb(n)}" for path, n in self.sent.items())
+        )
+        lines = [
+            f"broker pid {self.pid}: {verdict}; evidence: {self.evidence}",
+            f"  payload fetched in the window: {_mb(self.payload_bytes)}",
+            f"  broker counters: {counters}",
+        ]
         if self.trace is not None:
             t = self.trace
-            lines.append(f"  kernel ({t.tool}): sendfile {_mb(t.sendfile_bytes)} in "
-                         f"{t.sendfile_calls} calls; segment bytes read into the broker "
-                         f"{_mb(t.copied_bytes)} in {t.copied_calls} calls (+ {t.header_calls} "
-                         f"batch-header reads, {_mb(t.header_bytes)})")
+            lines.append(
+                f"  kernel ({t.tool}): sendfile {_mb(t.sendfile_bytes)} in "
+                f"{t.sendfile_calls} calls; segment bytes read into the broker "
+                f"{_mb(t.copied_bytes)} in {t.copied_calls} calls (+ {t.header_calls} "
+                f"batch-header reads, {_mb(t.header_bytes)})"
+            )
         lines += [f"  - {problem}" for problem in self.problems]
         return "\n".join(lines)
 
 
-def check_zero_copy(broker: Broker, during: Callable[[], object], *,
-                    evidence: Evidence = "auto") -> ZeroCopyReport:
+def check_zero_copy(
+    broker: Broker, during: Callable[[], object], *, evidence: Evidence = "auto"
+) -> ZeroCopyReport:
     """Run ``during`` and judge whether every payload byte it fetched left by sendfile.
 
     The counters are read before the tracer attaches and after it detached, so the tracer sees
@@ -520,27 +582,31 @@ def check_zero_copy(broker: Broker, during: Callable[[], object], *,
         broker.metrics()
     except ReferenceOnly as exc:
         if tracer is None:
-            raise ReferenceOnly(f"no evidence of zero-copy: {exc}, and no tracer ({fallback})"
-                                ) from None
+            raise ReferenceOnly(
+                f"no evidence of zero-copy: {exc}, and no tracer ({fallback})"
+            ) from None
         with tracer:
             during()
         trace = tracer.tally
         payload = trace.sendfile_bytes + trace.copied_bytes
-        return ZeroCopyReport(pid, payload, None, trace, f"{exc}",
-                              tuple(_problems(payload, None, trace)))
+        return ZeroCopyReport(
+            pid, payload, None, trace, f"{exc}", tuple(_problems(payload, None, trace))
+        )
     window = tracer if tracer is not None else contextlib.nullcontext()
     with MetricsWindow(broker) as counters, window:
         during()
     payload = int(counters.delta("logbench_fetch_bytes_total"))
-    sent = {path: int(counters.delta("logbench_bytes_sent_total", path=path))
-            for path in ("zerocopy", "copy", "tls")}
+    sent = {
+        path: int(counters.delta("logbench_bytes_sent_total", path=path))
+        for path in ("zerocopy", "copy", "tls")
+    }
     trace = tracer.tally if isinstance(tracer, SyscallTrace | StraceTrace) else None
-    return ZeroCopyReport(pid, payload, sent, trace, fallback,
-                          tuple(_problems(payload, sent, trace)))
+    return ZeroCopyReport(
+        pid, payload, sent, trace, fallback, tuple(_problems(payload, sent, trace))
+    )
 
 
-def _problems(payload: int, sent: dict[str, int] | None,
-              trace: SyscallTally | None) -> list[str]:
+def _problems(payload: int, sent: dict[str, int] | None, trace: SyscallTally | None) -> list[str]:
     if payload == 0:
         return ["no payload bytes were fetched in the window, so nothing shows zero-copy"]
     problems = []
@@ -548,23 +614,33 @@ def _problems(payload: int, sent: dict[str, int] | None,
         problems += _counter_problems(payload, sent)
     if trace is not None:
         if trace.sendfile_bytes < payload:
-            problems.append(f"{trace.tool}: sendfile moved only {_mb(trace.sendfile_bytes)} of "
-                            f"{_mb(payload)} payload")
+            problems.append(
+                f"{trace.tool}: sendfile moved only {_mb(trace.sendfile_bytes)} of "
+                f"{_mb(payload)} payload"
+            )
         if trace.copied_bytes:
-            problems.append(f"{trace.tool}: {trace.copied_calls} reads copied "
-                            f"{_mb(trace.copied_bytes)} of segment data into the broker's memory")
+            problems.append(
+                f"{trace.tool}: {trace.copied_calls} reads copied "
+                f"{_mb(trace.copied_bytes)} of segment data into the broker's memory"
+            )
     return problems
 
 
 def _counter_problems(payload: int, sent: dict[str, int]) -> list[str]:
     problems = []
     if sent["copy"]:
-        problems.append(f"broker counters: {_mb(sent['copy'])} left by the copy path "
-                        "(pread into user space + send): a --copy broker")
+        problems.append(
+            f"broker counters: {_mb(sent['copy'])} left by the copy path "
+            "(pread into user space + send): a --copy broker"
+        )
     if sent["tls"]:
-        problems.append(f"broker counters: {_mb(sent['tls'])} left by the TLS path (pread, "
-                        "encrypt in user space, send): TLS cannot use sendfile")
+        problems.append(
+            f"broker counters: {_mb(sent['tls'])} left by the TLS path (pread, "
+            "encrypt in user space, send): TLS cannot use sendfile"
+        )
     if sent["zerocopy"] < payload:
-        problems.append(f"broker counters: only {_mb(sent['zerocopy'])} of {_mb(payload)} "
-                        "payload left by sendfile")
+        problems.append(
+            f"broker counters: only {_mb(sent['zerocopy'])} of {_mb(payload)} "
+            "payload left by sendfile"
+        )
     return problems

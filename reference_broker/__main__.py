@@ -49,13 +49,24 @@ def _add_setting(parser: argparse.ArgumentParser, item: Setting) -> None:
     kafka = f" (Kafka: {item.kafka})" if item.kafka else ""
     if isinstance(item.default, bool):
         flag = item.flag if not item.default else "--no-" + item.flag.removeprefix("--")
-        parser.add_argument(flag, dest=item.name, action="store_const", const=not item.default,
-                            default=item.default, help=item.help + kafka)
+        parser.add_argument(
+            flag,
+            dest=item.name,
+            action="store_const",
+            const=not item.default,
+            default=item.default,
+            help=item.help + kafka,
+        )
         return
     convert = type(item.default) if item.default is not None else int
-    parser.add_argument(item.flag, dest=item.name, type=convert, default=item.default,
-                        choices=item.choices,
-                        help=f"{item.help}{kafka} (default {item.default})")
+    parser.add_argument(
+        item.flag,
+        dest=item.name,
+        type=convert,
+        default=item.default,
+        choices=item.choices,
+        help=f"{item.help}{kafka} (default {item.default})",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> BrokerConfig:
@@ -70,8 +81,12 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
     try:
         log_config = LogConfig(**{n: v for n, v in values.items() if SETTINGS[n].scope == "log"})
         return BrokerConfig(
-            log_dir=args.log_dir, tls_cert=args.tls_cert, tls_key=args.tls_key, log=log_config,
-            **{n: v for n, v in values.items() if SETTINGS[n].scope == "broker"})
+            log_dir=args.log_dir,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            log=log_config,
+            **{n: v for n, v in values.items() if SETTINGS[n].scope == "broker"},
+        )
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from exc
 
@@ -87,7 +102,8 @@ async def run(config: BrokerConfig) -> None:
     ready = {
         "bootstrap": f"{broker.host}:{broker.port}",
         "metrics": f"http://{config.metrics_host}:{broker.metrics_port}/metrics"
-        if broker.metrics_port else None,
+        if broker.metrics_port
+        else None,
         "pid": os.getpid(),
         "log_dir": str(config.log_dir),
         "transmit": config.transmit_mode,
@@ -100,29 +116,36 @@ async def run(config: BrokerConfig) -> None:
 def groups_main(argv: Sequence[str]) -> int:
     """Print the consumer-lag view read from a running broker's metrics endpoint."""
     parser = argparse.ArgumentParser(prog="reference-broker groups")
-    parser.add_argument("--metrics", required=True,
-                        help="the broker's metrics URL, as printed in its READY line")
+    parser.add_argument(
+        "--metrics", required=True, help="the broker's metrics URL, as printed in its READY line"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args(argv)
     url = args.metrics.removesuffix("/metrics").removesuffix(".json") + "/metrics.json"
     with urllib.request.urlopen(url, timeout=10) as response:
         snapshot = json.load(response)
     rows: dict[tuple[str, str, int], dict[str, float]] = {}
-    for metric, column in (("logbench_consumer_group_lag_records", "lag_records"),
-                           ("logbench_consumer_group_lag_bytes", "lag_bytes")):
+    for metric, column in (
+        ("logbench_consumer_group_lag_records", "lag_records"),
+        ("logbench_consumer_group_lag_bytes", "lag_bytes"),
+    ):
         for sample in snapshot.get(metric, []):
             labels = sample["labels"]
             key = (labels["group"], labels["topic"], int(labels["partition"]))
             rows.setdefault(key, {})[column] = sample["value"]
-    table = [{"group": g, "topic": t, "partition": p, **values}
-             for (g, t, p), values in sorted(rows.items())]
+    table = [
+        {"group": g, "topic": t, "partition": p, **values}
+        for (g, t, p), values in sorted(rows.items())
+    ]
     if args.json:
         print(json.dumps(table, indent=2))
         return 0
     print(f"{'GROUP':<24} {'TOPIC':<24} {'PART':>4} {'LAG RECORDS':>12} {'LAG BYTES':>14}")
     for row in table:
-        print(f"{row['group']:<24} {row['topic']:<24} {row['partition']:>4} "
-              f"{int(row.get('lag_records', 0)):>12} {int(row.get('lag_bytes', 0)):>14}")
+        print(
+            f"{row['group']:<24} {row['topic']:<24} {row['partition']:>4} "
+            f"{int(row.get('lag_records', 0)):>12} {int(row.get('lag_bytes', 0)):>14}"
+        )
     return 0
 
 
@@ -131,8 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["groups"]:
         return groups_main(argv[1:])
     args = _broker_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     config = config_from_args(args)
     config.log_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(run(config))

@@ -27,59 +27,96 @@ class BrokerConfig:
     host: str = setting("127.0.0.1", "address to bind")
     port: int = setting(0, "Kafka port; 0 picks a free one")
     metrics_port: int | None = setting(
-        0, "Prometheus/JSON metrics port; 0 picks a free one, -1 disables", local_only=True)
+        0, "Prometheus/JSON metrics port; 0 picks a free one, -1 disables", local_only=True
+    )
     metrics_host: str = setting(
-        "127.0.0.1", "address of the metrics endpoint, whatever --host is: the broker has no "
-        "authentication, so exposing it is a separate decision", local_only=True)
-    copy: bool = setting(False, "ship fetched records by pread+send instead of sendfile (to "
-                         "measure zero-copy)", local_only=True)
+        "127.0.0.1",
+        "address of the metrics endpoint, whatever --host is: the broker has no "
+        "authentication, so exposing it is a separate decision",
+        local_only=True,
+    )
+    copy: bool = setting(
+        False,
+        "ship fetched records by pread+send instead of sendfile (to measure zero-copy)",
+        local_only=True,
+    )
     tls_cert: Path | None = None  # PEM certificate: serve TLS (which always copies)
     tls_key: Path | None = None
     log: LogConfig = field(default_factory=LogConfig)
-    auto_create_topics: bool = setting(True, "create unknown topics on Metadata and Produce",
-                                       kafka="auto.create.topics.enable")
+    auto_create_topics: bool = setting(
+        True, "create unknown topics on Metadata and Produce", kafka="auto.create.topics.enable"
+    )
     num_partitions: int = setting(1, "partitions of auto-created topics", kafka="num.partitions")
-    max_request_bytes: int = setting(100 * 1024 * 1024, "largest request frame accepted",
-                                     kafka="socket.request.max.bytes")
+    max_request_bytes: int = setting(
+        100 * 1024 * 1024, "largest request frame accepted", kafka="socket.request.max.bytes"
+    )
     queued_max_request_bytes: int = setting(
-        256 * 1024 * 1024, "memory all connections' request buffers may hold together; a "
+        256 * 1024 * 1024,
+        "memory all connections' request buffers may hold together; a "
         "connection whose next frame does not fit is not read until memory frees up (Kafka: "
         "unbounded by default; here at least --max-request-bytes)",
-        kafka="queued.max.request.bytes")
-    connections_max_idle_ms: int = setting(600_000, "close connections that send nothing for "
-                                           "this long", kafka="connections.max.idle.ms")
+        kafka="queued.max.request.bytes",
+    )
+    connections_max_idle_ms: int = setting(
+        600_000,
+        "close connections that send nothing for this long",
+        kafka="connections.max.idle.ms",
+    )
     max_connections: int | None = setting(
-        None, "open client connections at most; new ones over it are closed at once (default: "
-        "half the open-file limit, keeping the rest for segments)", kafka="max.connections")
+        None,
+        "open client connections at most; new ones over it are closed at once (default: "
+        "half the open-file limit, keeping the rest for segments)",
+        kafka="max.connections",
+    )
     max_connections_per_ip: int | None = setting(
-        None, "open connections per client address at most (default: only --max-connections "
-        "applies)", kafka="max.connections.per.ip")
+        None,
+        "open connections per client address at most (default: only --max-connections applies)",
+        kafka="max.connections.per.ip",
+    )
     fetch_max_bytes: int = setting(
-        57_671_680, "record bytes per fetch response at most, whatever the request asks; the "
-        "first batch is whole even if larger (KIP-74)", kafka="fetch.max.bytes")
+        57_671_680,
+        "record bytes per fetch response at most, whatever the request asks; the "
+        "first batch is whole even if larger (KIP-74)",
+        kafka="fetch.max.bytes",
+    )
     max_created_partitions_per_request: int = setting(
-        1_000, "partitions one CreateTopics request may create (more: POLICY_VIOLATION), and "
+        1_000,
+        "partitions one CreateTopics request may create (more: POLICY_VIOLATION), and "
         "auto-creation may create per Metadata or Produce request (the topics beyond get the "
-        "retriable LEADER_NOT_AVAILABLE); creation runs on the event loop", local_only=True)
+        "retriable LEADER_NOT_AVAILABLE); creation runs on the event loop",
+        local_only=True,
+    )
     tail_window_bytes: int = setting(
-        64 * 1024 * 1024, "fetches starting within this many bytes of the log end count as "
-        "tail reads (metrics)", local_only=True)
+        64 * 1024 * 1024,
+        "fetches starting within this many bytes of the log end count as tail reads (metrics)",
+        local_only=True,
+    )
     node_id: int = 0
     retention_check_interval_ms: int = setting(
-        5_000, "how often retention runs", kafka="log.retention.check.interval.ms")
-    group_min_session_timeout_ms: int = setting(1_000, "smallest session timeout a group "
-                                                "member may ask for",
-                                                kafka="group.min.session.timeout.ms")
-    group_max_session_timeout_ms: int = setting(1_800_000, "largest session timeout a group "
-                                                "member may ask for",
-                                                kafka="group.max.session.timeout.ms")
+        5_000, "how often retention runs", kafka="log.retention.check.interval.ms"
+    )
+    group_min_session_timeout_ms: int = setting(
+        1_000,
+        "smallest session timeout a group member may ask for",
+        kafka="group.min.session.timeout.ms",
+    )
+    group_max_session_timeout_ms: int = setting(
+        1_800_000,
+        "largest session timeout a group member may ask for",
+        kafka="group.max.session.timeout.ms",
+    )
     group_initial_rebalance_delay_ms: int = setting(
-        0, "how long a new group waits for more members before its first rebalance",
-        kafka="group.initial.rebalance.delay.ms")
+        0,
+        "how long a new group waits for more members before its first rebalance",
+        kafka="group.initial.rebalance.delay.ms",
+    )
     fetch_slowdown: float = setting(
-        1.0, "hold the connection after each fetch response for (factor - 1) times as long "
+        1.0,
+        "hold the connection after each fetch response for (factor - 1) times as long "
         "as sending it took: a deliberate regression, for testing that comparisons catch one "
-        "(1: off)", local_only=True)
+        "(1: off)",
+        local_only=True,
+    )
 
     def __post_init__(self) -> None:
         """Refuse incoherent limits (ValueError naming the flag) rather than misbehave later."""

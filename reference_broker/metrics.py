@@ -149,8 +149,12 @@ class Metrics:
                     running += count
                     cumulative[str(bound)] = running
                 out[name].append(
-                    {"labels": dict(labels), "sum": hist.total, "count": hist.count,
-                     "buckets": cumulative}
+                    {
+                        "labels": dict(labels),
+                        "sum": hist.total,
+                        "count": hist.count,
+                        "buckets": cumulative,
+                    }
                 )
         for source in self._gauge_sources:
             for name, labels, value in source():

@@ -389,23 +389,6 @@ def iter_batches(buf: BytesLike) -> Iterator[tuple[int, BatchHeader]]:
         pos += size
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 MAX_UNCOMPRESSED_BATCH_BYTES = 64 << 20
 """The most one compressed batch may inflate to. Kafka streams records out of a compressed
 batch one at a time; here a batch is inflated whole, so a few KB of zeros must not be allowed
@@ -482,7 +465,3 @@ def _get_varint_unsigned(buf: BytesLike) -> int:
         if byte < 0x80:
             return result
     raise cramjam.DecompressionError("snappy preamble is not a varint")
-
-
-
-

@@ -127,7 +127,10 @@ class Broker:
         """Bind the listeners and start the background duties."""
         tls = self._tls_context()
         server = await asyncio.start_server(
-            self._serve_connection, self.config.host, self.config.port, ssl=tls,
+            self._serve_connection,
+            self.config.host,
+            self.config.port,
+            ssl=tls,
             limit=2**16,
         )
         self._servers.append(server)
@@ -241,7 +244,8 @@ class Broker:
             return self._refuse(client, "bad_frame", str(exc))
         if size > self.config.max_request_bytes:
             return self._refuse(
-                client, "too_large",
+                client,
+                "too_large",
                 f"frame of {size} bytes exceeds max_request_bytes={self.config.max_request_bytes}",
             )
         # The frame's memory is reserved before its body is read: while it does not fit, this
@@ -281,9 +285,7 @@ class Broker:
             return await self._unsupported(writer, header, client)
         name = ApiKey(header.api_key).name
         try:
-            response = await HANDLERS[ApiKey(header.api_key)](
-                self, Request(header, body, host)
-            )
+            response = await HANDLERS[ApiKey(header.api_key)](self, Request(header, body, host))
             chunks = (
                 None
                 if response is None
@@ -315,7 +317,8 @@ class Broker:
         the client can retry with a version we speak; anything else closes, as Kafka does."""
         if header.api_key != ApiKey.API_VERSIONS:
             return self._refuse(
-                client, "unsupported_version",
+                client,
+                "unsupported_version",
                 f"api key {header.api_key} version {header.api_version} is not supported",
             )
         body = api_versions_body(ErrorCode.UNSUPPORTED_VERSION)
@@ -336,8 +339,11 @@ class Broker:
             parts = request_line.decode("latin-1").split()
             path = parts[1].split("?")[0] if len(parts) >= 2 else ""
             if path == "/metrics":
-                status, kind, payload = "200 OK", "text/plain; version=0.0.4", (
-                    self.metrics.to_prometheus())
+                status, kind, payload = (
+                    "200 OK",
+                    "text/plain; version=0.0.4",
+                    (self.metrics.to_prometheus()),
+                )
             elif path == "/metrics.json":
                 status, kind, payload = "200 OK", "application/json", self.metrics.to_json()
             else:
@@ -345,7 +351,8 @@ class Broker:
             data = payload.encode()
             writer.write(
                 f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
-                f"Connection: close\r\n\r\n".encode() + data
+                f"Connection: close\r\n\r\n".encode()
+                + data
             )
             await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -369,8 +376,11 @@ class Broker:
                 yield "logbench_log_start_offset", labels, partition.log_start_offset
                 yield "logbench_log_size_bytes", labels, partition.size_bytes
         for row in consumer_lag(self.coordinator, self._log_end):
-            labels = (("group", row.group_id), ("partition", str(row.partition)),
-                      ("topic", row.topic))
+            labels = (
+                ("group", row.group_id),
+                ("partition", str(row.partition)),
+                ("topic", row.topic),
+            )
             yield "logbench_consumer_group_lag_records", labels, row.lag_records
             yield "logbench_consumer_group_lag_bytes", labels, row.lag_bytes
 

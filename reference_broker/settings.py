@@ -34,11 +34,21 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
 
-def setting(default: Any, help: str, *, kafka: str | None = None,
-            choices: tuple[str, ...] | None = None, local_only: bool = False) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    *,
+    kafka: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    local_only: bool = False,
+) -> Any:
     """A dataclass field that is also a broker setting (see the module docstring)."""
-    return dataclasses.field(default=default, metadata={_KEY: {
-        "help": help, "kafka": kafka, "choices": choices, "local_only": local_only}})
+    return dataclasses.field(
+        default=default,
+        metadata={
+            _KEY: {"help": help, "kafka": kafka, "choices": choices, "local_only": local_only}
+        },
+    )
 
 
 def settings_of(config_class: type, scope: str) -> tuple[Setting, ...]:
@@ -48,6 +58,16 @@ def settings_of(config_class: type, scope: str) -> tuple[Setting, ...]:
         meta = field.metadata.get(_KEY)
         if meta is None:
             continue
-        found.append(Setting(field.name, field.default, field.type, meta["help"], meta["kafka"],
-                             meta["choices"], meta["local_only"], scope))
+        found.append(
+            Setting(
+                field.name,
+                field.default,
+                field.type,
+                meta["help"],
+                meta["kafka"],
+                meta["choices"],
+                meta["local_only"],
+                scope,
+            )
+        )
     return tuple(found)

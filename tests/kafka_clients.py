@@ -598,8 +598,9 @@ class GroupConsumer:
             try:
                 return self._call(commit)
             except Exception as exc:
-                rebalancing = ("RebalanceInProgress" in type(exc).__name__
-                               or "REBALANCE_IN_PROGRESS" in str(exc))
+                rebalancing = "RebalanceInProgress" in type(
+                    exc
+                ).__name__ or "REBALANCE_IN_PROGRESS" in str(exc)
                 if not rebalancing or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)

@@ -30,9 +30,13 @@ def rounds(mb_per_s, cpu_s_per_gb=None, syscalls_per_gb=None):
     cpu = cpu_s_per_gb or [None] * n
     calls = syscalls_per_gb or [None] * n
     return tuple(
-        Round(bytes=10**8, records=10**5, seconds=100 / v,
-              cpu_seconds=None if c is None else c / 10,
-              syscalls=None if s is None else {"sendfile64": int(s / 10)})
+        Round(
+            bytes=10**8,
+            records=10**5,
+            seconds=100 / v,
+            cpu_seconds=None if c is None else c / 10,
+            syscalls=None if s is None else {"sendfile64": int(s / 10)},
+        )
         for v, c, s in zip(mb_per_s, cpu, calls, strict=True)
     )
 
@@ -51,10 +55,18 @@ def test_throughput_passes_on_the_lower_bound_not_the_median():
 
 
 def test_faster_and_cheaper_decide_on_interleaved_rounds():
-    zc = Result("zerocopy", rounds([300, 320, 310, 305, 330], [0.5, 0.5, 0.6, 0.5, 0.5],
-                                   [100, 100, 100, 100, 100]), group="g")
-    cp = Result("copy", rounds([200, 200, 210, 190, 200], [0.8, 0.9, 0.8, 0.8, 0.8],
-                               [3000, 3000, 3000, 3000, 3000]), group="g")
+    zc = Result(
+        "zerocopy",
+        rounds([300, 320, 310, 305, 330], [0.5, 0.5, 0.6, 0.5, 0.5], [100, 100, 100, 100, 100]),
+        group="g",
+    )
+    cp = Result(
+        "copy",
+        rounds(
+            [200, 200, 210, 190, 200], [0.8, 0.9, 0.8, 0.8, 0.8], [3000, 3000, 3000, 3000, 3000]
+        ),
+        group="g",
+    )
     assert_faster(zc, cp, by=1.4)
     assert_cheaper(zc, cp, cpu_per_gb_by=1.3, syscalls_per_gb_by=20)
     with pytest.raises(AssertionError, match="not shown to be faster"):
@@ -113,21 +125,24 @@ def test_failure_messages_give_the_figures(pytester):
     pytester.makepyfile(test_failing=FAILING)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=4)
-    result.stdout.fnmatch_lines([
-        "*AssertionError: fetch: throughput not shown to be at least 200 MB/s: the median "
-        "itself is below it",
-        "*lower bound 150 MB/s (95% lower bound = round 1 of 5 sorted (sign test on the median))",
-        "*median 170 MB/s, min 150, max 190, IQR 20.0",
-        "*rounds (MB/s): 150 190 170 160 180",
-        "*fetch: throughput not shown to be at least 200 MB/s: the median is above it, but the "
-        "rounds spread too far to say so at 95% confidence",
-        "*zerocopy not shown to be faster than copy by x1.4 (throughput): x0.75 at 95% "
-        "confidence",
-        "*per-round ratios (interleaved rounds): 1.5 1.55 0.75 1.52 1.5",
-        "*zerocopy: median 300 MB/s; copy: median 200 MB/s",
-        "*zerocopy not shown to be cheaper than copy by x1.5 (cpu): x1.09 at 95% confidence",
-        "*zerocopy: median 0.500 s/GB; copy: median 0.600 s/GB",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*AssertionError: fetch: throughput not shown to be at least 200 MB/s: the median "
+            "itself is below it",
+            "*lower bound 150 MB/s (95% lower bound = round 1 of 5 sorted "
+            "(sign test on the median))",
+            "*median 170 MB/s, min 150, max 190, IQR 20.0",
+            "*rounds (MB/s): 150 190 170 160 180",
+            "*fetch: throughput not shown to be at least 200 MB/s: the median is above it, but the "
+            "rounds spread too far to say so at 95% confidence",
+            "*zerocopy not shown to be faster than copy by x1.4 (throughput): x0.75 at 95% "
+            "confidence",
+            "*per-round ratios (interleaved rounds): 1.5 1.55 0.75 1.52 1.5",
+            "*zerocopy: median 300 MB/s; copy: median 200 MB/s",
+            "*zerocopy not shown to be cheaper than copy by x1.5 (cpu): x1.09 at 95% confidence",
+            "*zerocopy: median 0.500 s/GB; copy: median 0.600 s/GB",
+        ]
+    )
 
 
 # --- page cache and tail/history, on a real broker ------------------------------------------
@@ -138,8 +153,7 @@ def test_served_from_cache_passes_warm_and_fails_cold(broker, page_cache):
     consumer = Consumer(broker.bootstrap)
     try:
         page_cache.warm(broker)
-        report = assert_served_from_cache(broker, during=lambda: consumer.consume("pc"),
-                                          topic="pc")
+        report = assert_served_from_cache(broker, during=lambda: consumer.consume("pc"), topic="pc")
         assert report.payload_bytes >= 8 << 20 and report.gained_pages == 0
         evicted = page_cache.evict(broker)
         if not evicted.complete:
@@ -160,16 +174,22 @@ def test_tail_and_history_reads_by_the_brokers_counters(broker_factory):
     consumer = Consumer(broker.bootstrap)
     try:
         producer.produce("th", 8 << 20)
-        read = assert_fetch_reads(broker, "history",
-                                  during=lambda: consumer.consume("th", max_bytes=1 << 20),
-                                  at_least=0.8)
+        read = assert_fetch_reads(
+            broker,
+            "history",
+            during=lambda: consumer.consume("th", max_bytes=1 << 20),
+            at_least=0.8,
+        )
         assert read["history"] > read["tail"]
         end, _ = producer.client.list_offset("th", 0, -1)
         producer.produce("th", 256 << 10)
         assert_fetch_reads(broker, "tail", during=lambda: consumer.consume("th", offset=end))
         with pytest.raises(AssertionError, match=r"0\.0% of the fetched bytes were tail"):
-            assert_fetch_reads(broker, "tail", during=lambda: consumer.consume(
-                "th", until_offset=1000, max_bytes=64 << 10))
+            assert_fetch_reads(
+                broker,
+                "tail",
+                during=lambda: consumer.consume("th", until_offset=1000, max_bytes=64 << 10),
+            )
         with pytest.raises(AssertionError, match=r"wanted at least 100\.0%"):
             assert_fetch_reads(broker, "history", during=lambda: None)
     finally:
@@ -184,9 +204,13 @@ def test_zero_copy_costs_fewer_syscalls_per_gb_than_copy(broker_factory, measure
     supported, reason = tracer_support("perf-stat")
     if not supported:
         pytest.skip(reason)
-    zc, cp = measure.compare(FetchWorkload(broker_factory(), "16 MiB"),
-                             FetchWorkload(broker_factory(copy=True), "16 MiB"),
-                             rounds=5, names=("zerocopy", "copy"), syscalls=True)
+    zc, cp = measure.compare(
+        FetchWorkload(broker_factory(), "16 MiB"),
+        FetchWorkload(broker_factory(copy=True), "16 MiB"),
+        rounds=5,
+        names=("zerocopy", "copy"),
+        syscalls=True,
+    )
     assert_cheaper(zc, cp, syscalls_per_gb_by=3)
     assert all(r.syscalls["sendfile64"] == 0 for r in cp.rounds)
     assert all(r.syscalls["sendfile64"] > 0 for r in zc.rounds)
@@ -224,8 +248,7 @@ def test_an_undecided_assertion_takes_more_rounds_and_then_passes():
     """Four fast rounds and one 20x slower (a descheduled round) do not bound the median at
     the confidence left per look; later fast rounds do. A plain list of rounds would fail."""
     meter = Meter(budget=Budget(max_rounds=20))
-    result = meter(Paced([0.01] * 4 + [0.2] + [0.01] * 20), rounds=5, warmup=0,
-                   syscalls=False)
+    result = meter(Paced([0.01] * 4 + [0.2] + [0.01] * 20), rounds=5, warmup=0, syscalls=False)
     assert_throughput(result, at_least="100 MB/s")
     assert len(result.more() or []) == 1  # the assertion extended it; the budget remains
     meter.close()

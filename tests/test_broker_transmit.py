@@ -21,12 +21,31 @@ def test_a_client_leaving_during_a_parked_fetch_is_not_an_error(broker_factory, 
     producer.produce("parked", 1 << 20)
     with HarnessClient(broker.bootstrap) as waiting:
         end = waiting.list_offset("parked", 0, -1)[0]
-        body = {"replica_id": -1, "max_wait_ms": 1500, "min_bytes": 1 << 30,
-                "max_bytes": 8 << 20, "isolation_level": 0, "session_id": 0,
-                "session_epoch": -1, "forgotten_topics_data": [], "rack_id": "",
-                "topics": [{"topic": "parked", "partitions": [
-                    {"partition": 0, "fetch_offset": end - 1, "log_start_offset": -1,
-                     "partition_max_bytes": 8 << 20, "current_leader_epoch": -1}]}]}
+        body = {
+            "replica_id": -1,
+            "max_wait_ms": 1500,
+            "min_bytes": 1 << 30,
+            "max_bytes": 8 << 20,
+            "isolation_level": 0,
+            "session_id": 0,
+            "session_epoch": -1,
+            "forgotten_topics_data": [],
+            "rack_id": "",
+            "topics": [
+                {
+                    "topic": "parked",
+                    "partitions": [
+                        {
+                            "partition": 0,
+                            "fetch_offset": end - 1,
+                            "log_start_offset": -1,
+                            "partition_max_bytes": 8 << 20,
+                            "current_leader_epoch": -1,
+                        }
+                    ],
+                }
+            ],
+        }
         waiting.sock.sendall(encode_request(ApiKey.FETCH, 11, 1, "leaver", body))
         time.sleep(0.3)  # the fetch is parked, waiting for 1 GiB that will not come
     producer.produce("parked", 4 << 20)  # wakes the parked fetch: it answers when max_wait ends

@@ -47,14 +47,23 @@ def _raw(broker) -> socket.socket:
     [
         (struct.pack(">i", 200 * 1024 * 1024), "too_large"),
         (struct.pack(">i", -5), "bad_frame"),
-        (struct.pack(">i", 14) + struct.pack(">hhih", 0, 8, 1, -1) + b"\xff\x00\x01\x02",
-         "malformed"),
+        (
+            struct.pack(">i", 14) + struct.pack(">hhih", 0, 8, 1, -1) + b"\xff\x00\x01\x02",
+            "malformed",
+        ),
         (struct.pack(">i", 10) + struct.pack(">hhih", 999, 0, 7, -1), "unsupported_version"),
-        (struct.pack(">i", 10) + struct.pack(">hhih", ApiKey.FETCH, 42, 7, -1),
-         "unsupported_version"),
+        (
+            struct.pack(">i", 10) + struct.pack(">hhih", ApiKey.FETCH, 42, 7, -1),
+            "unsupported_version",
+        ),
     ],
-    ids=["over-max-request-bytes", "negative-size", "garbage-body", "unknown-api-key",
-         "unknown-fetch-version"],
+    ids=[
+        "over-max-request-bytes",
+        "negative-size",
+        "garbage-body",
+        "unknown-api-key",
+        "unknown-fetch-version",
+    ],
 )
 def test_bad_frames_close_only_their_connection(broker, frame, cause):
     bystander = Connection(broker.bootstrap)
@@ -134,10 +143,19 @@ def test_acks_zero_failure_closes_the_connection(broker):
         client.create_topic("fire")
         bad = bytearray(build_batch(RECORDS))
         bad[-1] ^= 1
-        frame = encode_request(ApiKey.PRODUCE, 8, 1, "t", {
-            "acks": 0, "timeout_ms": 1000,
-            "topic_data": [{"name": "fire", "partition_data": [{"index": 0,
-                                                               "records": bytes(bad)}]}]})
+        frame = encode_request(
+            ApiKey.PRODUCE,
+            8,
+            1,
+            "t",
+            {
+                "acks": 0,
+                "timeout_ms": 1000,
+                "topic_data": [
+                    {"name": "fire", "partition_data": [{"index": 0, "records": bytes(bad)}]}
+                ],
+            },
+        )
         client.sock.sendall(frame)
         assert _closed_by_broker(client.sock)
     _still_serves(broker)
@@ -192,8 +210,12 @@ def test_metrics_endpoint_documents_every_series(broker):
     with urllib.request.urlopen(broker.metrics_url, timeout=10) as response:
         text = response.read().decode()
     names = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP")}
-    assert {"logbench_produce_bytes_total", "logbench_requests_total",
-            "logbench_request_seconds", "logbench_log_end_offset"} <= names
+    assert {
+        "logbench_produce_bytes_total",
+        "logbench_requests_total",
+        "logbench_request_seconds",
+        "logbench_log_end_offset",
+    } <= names
     for name in names:
         assert f"# HELP {name} \n" not in text, f"{name} has no help text"
     assert 'logbench_log_end_offset{partition="0",topic="alive"} 10' in text
@@ -215,8 +237,12 @@ def test_admin_create_and_describe_topics_with_a_real_client(broker):
     from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    wanted = NewTopic("configured", num_partitions=3, replication_factor=1,
-                      config={"segment.bytes": "1048576", "retention.ms": "60000"})
+    wanted = NewTopic(
+        "configured",
+        num_partitions=3,
+        replication_factor=1,
+        config={"segment.bytes": "1048576", "retention.ms": "60000"},
+    )
     admin.create_topics([wanted])["configured"].result(30)
     resource = ConfigResource("topic", "configured")
     configs = admin.describe_configs([resource])[resource].result(30)
@@ -233,9 +259,11 @@ def test_admin_create_and_describe_topics_with_a_real_client(broker):
         with pytest.raises(KafkaException) as failure:
             future.result(30)
         codes[name] = failure.value.args[0].code()
-    assert codes == {"configured": ErrorCode.TOPIC_ALREADY_EXISTS,
-                     "bad-config": ErrorCode.INVALID_CONFIG,
-                     "replicated": ErrorCode.INVALID_REPLICATION_FACTOR}
+    assert codes == {
+        "configured": ErrorCode.TOPIC_ALREADY_EXISTS,
+        "bad-config": ErrorCode.INVALID_CONFIG,
+        "replicated": ErrorCode.INVALID_REPLICATION_FACTOR,
+    }
     with HarnessClient(broker.bootstrap) as client:
         assert client.partitions("configured") == 3
 
@@ -298,8 +326,9 @@ def test_a_topic_colliding_in_metric_names_gets_invalid_topic(broker, api):
     with HarnessClient(broker.bootstrap) as client:
         client.create_topic("a_b")
         if api == "metadata":
-            [topic] = client.request(ApiKey.METADATA, 8, {
-                "topics": [{"name": "a.b"}], "allow_auto_topic_creation": True})["topics"]
+            [topic] = client.request(
+                ApiKey.METADATA, 8, {"topics": [{"name": "a.b"}], "allow_auto_topic_creation": True}
+            )["topics"]
             code = topic["error_code"]
         else:
             with pytest.raises(KafkaError) as failure:
@@ -330,8 +359,13 @@ def test_a_batch_with_a_valid_crc_but_garbage_records_is_refused(broker):
         assert failure.value.code == ErrorCode.INVALID_RECORD
         assert client.list_offset("poisoned", 0, -1)[0] == 0
         client.produce("poisoned", 0, good)
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "poison",
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": "poison",
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         consumer.subscribe(["poisoned"])
         message = None

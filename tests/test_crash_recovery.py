@@ -47,8 +47,7 @@ from pytest_logbench.strategies import (
 )
 from reference_broker.records import Record, iter_batches
 
-pytestmark = [pytest.mark.slow, pytest.mark.logbench_local,
-              shrink_timeout()]
+pytestmark = [pytest.mark.slow, pytest.mark.logbench_local, shrink_timeout()]
 
 SEGMENT_BYTES = 4096  # a few batches per segment: kills land before, at and after rolls
 AFTER_RECOVERY = BatchSpec((Record(0, 1_000, b"after", b"recovery", []),))
@@ -60,8 +59,10 @@ def crashing_broker(request: pytest.FixtureRequest, broker_factory: Any) -> Any:
     topic): a broker per example would spend the time budget on start-ups."""
     broker = broker_factory(fsync=request.param, segment_bytes=SEGMENT_BYTES)
     if isinstance(broker, ExternalBroker):
-        pytest.skip("crash recovery kills the broker and edits its segment files: it needs a "
-                    "reference broker started by logbench, not --logbench-bootstrap")
+        pytest.skip(
+            "crash recovery kills the broker and edits its segment files: it needs a "
+            "reference broker started by logbench, not --logbench-bootstrap"
+        )
     return broker
 
 
@@ -171,8 +172,9 @@ def _check_log(broker: Any, log: Partition, survives_below: int) -> int:
     """Check that the log is a prefix of what was sent reaching at least ``survives_below``;
     return its batch count."""
     with HarnessClient(broker.bootstrap) as client:
-        fetched = [batch for result, batches in fetch_batches(client, log.topic, 0, 0)
-                   for batch in batches]
+        fetched = [
+            batch for result, batches in fetch_batches(client, log.topic, 0, 0) for batch in batches
+        ]
         end, _ = client.list_offset(log.topic, 0, -1)
         recovered = len(fetched)
         assert recovered <= len(log.sent), f"{recovered} batches recovered, {len(log.sent)} sent"
@@ -182,5 +184,6 @@ def _check_log(broker: Any, log: Partition, survives_below: int) -> int:
         assert end == log.end(recovered), f"log end {end}, the batches end at {log.end(recovered)}"
         assert end >= survives_below, (
             f"recovery lost intact batches: the log ends at {end}, every batch below "
-            f"{survives_below} was whole and undamaged (acknowledged: up to {log.end(log.acked)})")
+            f"{survives_below} was whole and undamaged (acknowledged: up to {log.end(log.acked)})"
+        )
         return recovered

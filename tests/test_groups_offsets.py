@@ -44,7 +44,8 @@ def test_offsets_survive_a_crash_and_reopening(tmp_path: Path):
         assert sorted(store.groups()) == ["g1", "g2"]
         g1 = store.group_offsets("g1")
         assert {key: (c.offset, c.metadata) for key, c in g1.items()} == {
-            ("orders", 0): (11, "last write wins"), ("orders", 1): (20, "")
+            ("orders", 0): (11, "last write wins"),
+            ("orders", 1): (20, ""),
         }
         assert before <= g1[("orders", 0)].commit_timestamp_ms <= int(time.time() * 1000)
         assert store.group_offsets("g2")[("orders", 0)].offset == 3

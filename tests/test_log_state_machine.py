@@ -52,10 +52,10 @@ def test_a_subclass_adds_rules(broker_factory: Any) -> None:
 
 
 @examples(40, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(valid=st.lists(topic_names(), max_size=3),
-       invalid=st.lists(invalid_topic_names(), max_size=3))
-def test_topic_names_follow_kafkas_rule(broker: Any, valid: list[str],
-                                        invalid: list[str]) -> None:
+@given(
+    valid=st.lists(topic_names(), max_size=3), invalid=st.lists(invalid_topic_names(), max_size=3)
+)
+def test_topic_names_follow_kafkas_rule(broker: Any, valid: list[str], invalid: list[str]) -> None:
     """Valid names can be created; invalid ones get INVALID_TOPIC_EXCEPTION from CreateTopics,
     and a produce to one fails (Kafka says UNKNOWN_TOPIC_OR_PARTITION: it auto-creates topics
     on Metadata, not on Produce). One broker serves every example."""
@@ -66,8 +66,10 @@ def test_topic_names_follow_kafkas_rule(broker: Any, valid: list[str],
             assert refused.value.code == ErrorCode.INVALID_TOPIC_EXCEPTION
             with pytest.raises(KafkaError) as refused:
                 client.produce(name, 0, BATCH.encode())
-            assert refused.value.code in (ErrorCode.INVALID_TOPIC_EXCEPTION,
-                                          ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+            assert refused.value.code in (
+                ErrorCode.INVALID_TOPIC_EXCEPTION,
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+            )
         for name in valid:
             try:
                 client.create_topic(name)

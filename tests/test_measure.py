@@ -29,10 +29,20 @@ from pytest_logbench.zerocopy import tracer_support
 # --- units -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (4096, 4096), ("4096", 4096), ("64 MiB", 64 << 20), ("64MiB", 64 << 20),
-    ("1.5 GB", 1_500_000_000), ("2 kb", 2000), ("3 KiB", 3072), ("1 gib", 1 << 30), ("10 B", 10),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (4096, 4096),
+        ("4096", 4096),
+        ("64 MiB", 64 << 20),
+        ("64MiB", 64 << 20),
+        ("1.5 GB", 1_500_000_000),
+        ("2 kb", 2000),
+        ("3 KiB", 3072),
+        ("1 gib", 1 << 30),
+        ("10 B", 10),
+    ],
+)
 def test_parse_size(text, expected):
     assert parse_size(text) == expected
 
@@ -43,12 +53,18 @@ def test_parse_size_rejects(bad):
         parse_size(bad)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("200 MB/s", Rate(2e8, "bytes")), ("200MB/s", Rate(2e8, "bytes")),
-    ("1.5 GiB/s", Rate(1.5 * 2**30, "bytes")), ("50k records/s", Rate(5e4, "records")),
-    ("1200 records / s", Rate(1200, "records")), ("2M records/s", Rate(2e6, "records")),
-    ("1e3 kB/s", Rate(1e6, "bytes")),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("200 MB/s", Rate(2e8, "bytes")),
+        ("200MB/s", Rate(2e8, "bytes")),
+        ("1.5 GiB/s", Rate(1.5 * 2**30, "bytes")),
+        ("50k records/s", Rate(5e4, "records")),
+        ("1200 records / s", Rate(1200, "records")),
+        ("2M records/s", Rate(2e6, "records")),
+        ("1e3 kB/s", Rate(1e6, "bytes")),
+    ],
+)
 def test_parse_rate(text, expected):
     assert parse_rate(text) == expected
 
@@ -78,10 +94,18 @@ def test_summarize_quartiles_and_spread():
         summarize([])
 
 
-@pytest.mark.parametrize(("n", "confidence", "rank"), [
-    (4, 0.95, None), (5, 0.95, 1), (8, 0.95, 2), (9, 0.95, 2), (20, 0.95, 6), (20, 0.9, 7),
-    (3, 0.5, 2),
-])
+@pytest.mark.parametrize(
+    ("n", "confidence", "rank"),
+    [
+        (4, 0.95, None),
+        (5, 0.95, 1),
+        (8, 0.95, 2),
+        (9, 0.95, 2),
+        (20, 0.95, 6),
+        (20, 0.9, 7),
+        (3, 0.5, 2),
+    ],
+)
 def test_sign_test_rank_matches_the_binomial_table(n, confidence, rank):
     assert sign_test_rank(n, confidence) == rank
 
@@ -134,15 +158,25 @@ def test_bounds_keep_their_confidence_on_null_data():
 
 
 def _result(name, mb_per_s, cpu=None, group=None):
-    rounds = tuple(Round(bytes=10**8, records=1000, seconds=100 / v,
-                         cpu_seconds=None if cpu is None else c / 10)
-                   for v, c in zip(mb_per_s, cpu or [0] * len(mb_per_s), strict=True))
+    rounds = tuple(
+        Round(
+            bytes=10**8, records=1000, seconds=100 / v, cpu_seconds=None if cpu is None else c / 10
+        )
+        for v, c in zip(mb_per_s, cpu or [0] * len(mb_per_s), strict=True)
+    )
     return Result(name, rounds, group=group)
 
 
 def test_round_values_per_metric():
-    r = Round(bytes=2 * 10**9, records=4000, seconds=2.0, cpu_user=0.1, cpu_system=0.3,
-              cpu_seconds=0.5, syscalls={"sendfile64": 30, "read": 10})
+    r = Round(
+        bytes=2 * 10**9,
+        records=4000,
+        seconds=2.0,
+        cpu_user=0.1,
+        cpu_system=0.3,
+        cpu_seconds=0.5,
+        syscalls={"sendfile64": 30, "read": 10},
+    )
     assert r.value("throughput") == 1000.0
     assert r.value("records") == 2000.0
     assert r.value("cpu") == 0.25
@@ -220,8 +254,10 @@ def test_compare_interleaves_rounds_after_warmup_and_records_only_rounds():
 
 def test_an_undecided_verdict_adds_rounds_until_it_decides():
     log, seen = [], []
-    meter = Meter(sink=seen.append,  # decided once three batches of rounds are in
-                  decide=lambda result: "ok" if len(result.rounds) >= 6 else "undecided")
+    meter = Meter(
+        sink=seen.append,  # decided once three batches of rounds are in
+        decide=lambda result: "ok" if len(result.rounds) >= 6 else "undecided",
+    )
     a, b = meter.compare(Scripted("a", log), Scripted("b", log), rounds=2, warmup=1)
     assert [entry for entry in log if entry.startswith("run")] == ["run a", "run b"] * 7
     assert len(a.rounds) == len(b.rounds) == 6  # three batches, still paired
@@ -273,8 +309,13 @@ def test_fetch_measurement_records_broker_cpu_and_syscalls(broker, measure):
 
 
 def test_cold_fleet_and_produce_workloads(broker, measure):
-    fleet = measure(FetchWorkload(broker, "4 MiB", cache="cold", consumers=2), rounds=1,
-                    warmup=0, residency=True, syscalls=False)
+    fleet = measure(
+        FetchWorkload(broker, "4 MiB", cache="cold", consumers=2),
+        rounds=1,
+        warmup=0,
+        residency=True,
+        syscalls=False,
+    )
     [round_] = fleet.rounds
     assert round_.bytes >= 2 * (4 << 20)  # both consumers read everything
     prepared, ran = fleet.residency

@@ -135,7 +135,10 @@ def test_members_die_with_an_interrupted_or_killed_pytest(pytester, monkeypatch)
         record.unlink(missing_ok=True)
         inner = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(pytester.path)],
-            cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cwd=pytester.path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 60
             while not record.exists() and time.monotonic() < deadline:

@@ -66,8 +66,12 @@ def test_residency_agrees_with_fincore(loaded_broker, page_cache):
     ours = page_cache.residency(broker)
     assert 0 < ours.fraction < 0.5
     for segment in broker.segment_files("pc", 0):
-        out = subprocess.run([fincore, "--bytes", "--noheadings", "--raw", "-o", "RES",
-                              str(segment)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [fincore, "--bytes", "--noheadings", "--raw", "-o", "RES", str(segment)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         # fincore counts whole pages; resident_bytes stops at the end of the file.
         file = ours[segment]
         assert int(out.stdout.split()[0]) == file.resident_pages * file.page_size, segment
@@ -78,8 +82,9 @@ def test_memory_budget_replay_evicts_the_tail(broker_factory, page_cache):
     """Under a 64 MiB budget, a 256 MiB topic keeps only about the budget resident, and a
     replay of history from offset 0 pushes the warm tail segments out."""
     budget = 64 * MIB
-    broker = _filled_broker(broker_factory, "big", 256 * MIB, memory_limit_bytes=budget,
-                            segment_bytes=16 * MIB)
+    broker = _filled_broker(
+        broker_factory, "big", 256 * MIB, memory_limit_bytes=budget, segment_bytes=16 * MIB
+    )
     segments = broker.segment_files("big", 0)
     tail = segments[-2:]
     before = page_cache.residency(segments)
@@ -96,6 +101,7 @@ def test_memory_budget_replay_evicts_the_tail(broker_factory, page_cache):
     after = page_cache.residency(segments)
     assert after.resident_bytes <= budget + 8 * MIB, after.report()
     assert page_cache.residency(tail).fraction < 0.1, (
-        "the replay should have evicted the tail:\n" + before.delta(after).report())
+        "the replay should have evicted the tail:\n" + before.delta(after).report()
+    )
     usage = broker.memory_budget.usage()
     assert usage["limit_bytes"] == budget

@@ -121,8 +121,10 @@ def test_ctrl_c_stops_the_broker(pytester, tmp_path):
     """)
     inner = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(pytester.path)],
-        cwd=pytester.path, env={**os.environ, "LOGBENCH_RECORD": str(record)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=pytester.path,
+        env={**os.environ, "LOGBENCH_RECORD": str(record)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30
@@ -167,14 +169,21 @@ def test_external_cluster_skips_local_powers(pytester, tmp_path):
         """)
         result = pytester.runpytest("--logbench-bootstrap", external.bootstrap, "-rs")
         result.assert_outcomes(passed=1, skipped=3)
-        result.stdout.fnmatch_lines([
-            "*kill() needs a broker process started by logbench*",
-            "*need a reference broker started by logbench*",
-            "*needs --logbench-log-dir*",
-        ])
-        with_dir = pytester.runpytest("--logbench-bootstrap", external.bootstrap,
-                                      "--logbench-log-dir", str(external.log_dir),
-                                      "-k", "page_cache")
+        result.stdout.fnmatch_lines(
+            [
+                "*kill() needs a broker process started by logbench*",
+                "*need a reference broker started by logbench*",
+                "*needs --logbench-log-dir*",
+            ]
+        )
+        with_dir = pytester.runpytest(
+            "--logbench-bootstrap",
+            external.bootstrap,
+            "--logbench-log-dir",
+            str(external.log_dir),
+            "-k",
+            "page_cache",
+        )
         with_dir.assert_outcomes(passed=1)
     finally:
         external.stop()

@@ -404,14 +404,16 @@ def test_encode_errors_name_the_field(partition: dict[str, Any], path: str, reas
 
 
 def test_a_misspelt_field_is_refused_not_encoded_as_its_default() -> None:
-    body = {"responses": [{"topic": "t", "partitions": [
-        {"partition_index": 0, "high_watermak": 42}]}]}
+    body = {
+        "responses": [{"topic": "t", "partitions": [{"partition_index": 0, "high_watermak": 42}]}]
+    }
     with pytest.raises(EncodeError, match=r"unknown field\(s\) \['high_watermak'\]") as info:
         encode_response(ApiKey.FETCH, 11, 1, body)
     assert info.value.field_path == "responses[0].partitions[0]"
     # A field of another version is not misspelt: it is left out of this one.
-    encode_request(ApiKey.METADATA, 0, 1, "c",
-                   {"topics": [], "include_topic_authorized_operations": True})
+    encode_request(
+        ApiKey.METADATA, 0, 1, "c", {"topics": [], "include_topic_authorized_operations": True}
+    )
 
 
 def test_null_in_a_field_that_is_not_nullable_in_this_version() -> None:

@@ -31,8 +31,7 @@ from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey
 from reference_broker.records import InvalidBatch, Record, validate_batches
 
-pytestmark = [pytest.mark.slow, pytest.mark.logbench_local,
-              shrink_timeout()]
+pytestmark = [pytest.mark.slow, pytest.mark.logbench_local, shrink_timeout()]
 
 MEMORY_MARGIN = 64 << 20
 """How much the broker's RSS may grow over the whole fuzzing run. The frames claim gigabytes
@@ -64,8 +63,10 @@ def watch(broker_factory: Any) -> Any:
     for the whole run: the fuzzer must never disturb another connection."""
     broker = broker_factory(segment_bytes=64 << 10)
     if isinstance(broker, ExternalBroker):
-        pytest.skip("the fuzzer watches the broker's process, log and segment files: it needs "
-                    "a reference broker started by logbench, not --logbench-bootstrap")
+        pytest.skip(
+            "the fuzzer watches the broker's process, log and segment files: it needs "
+            "a reference broker started by logbench, not --logbench-bootstrap"
+        )
     control = HarnessClient(broker.bootstrap)
     topic = f"logbench-control-{uuid.uuid4().hex[:12]}"
     control.create_topic(topic, configs={"retention.ms": "-1"})  # CONTROL is from 1970
@@ -88,7 +89,8 @@ def test_broker_survives_fuzzed_frames(watch: Watch, frames: list[bytes]) -> Non
     _check_control(watch)
     rss = psutil.Process(broker.pid).memory_info().rss
     assert rss - watch.baseline_rss <= MEMORY_MARGIN, (
-        f"RSS grew from {watch.baseline_rss >> 20} MiB to {rss >> 20} MiB")
+        f"RSS grew from {watch.baseline_rss >> 20} MiB to {rss >> 20} MiB"
+    )
 
 
 def _send(bootstrap: str, frames: list[bytes]) -> None:
@@ -115,8 +117,11 @@ def _check_stderr(watch: Watch) -> None:
         file.seek(watch.stderr_seen)
         text = file.read().decode(errors="replace")
         watch.stderr_seen = file.tell()
-    errors = [line for line in text.splitlines()  # "<date> <time> <LEVEL> <logger>: ..."
-              if line.split(" ", 3)[2:3] in (["ERROR"], ["CRITICAL"]) or "Traceback" in line]
+    errors = [
+        line
+        for line in text.splitlines()  # "<date> <time> <LEVEL> <logger>: ..."
+        if line.split(" ", 3)[2:3] in (["ERROR"], ["CRITICAL"]) or "Traceback" in line
+    ]
     assert not errors, "the broker logged errors:\n" + text[-4000:]
 
 
@@ -146,8 +151,9 @@ def _check_control(watch: Watch) -> None:
     client, topic = watch.control, watch.control_topic
     end, _ = client.list_offset(topic, 0, -1)
     assert client.produce(topic, 0, CONTROL.encode()) == end
-    fetched = [records for _, batches in fetch_batches(client, topic, 0, end)
-               for _, records in batches]
+    fetched = [
+        records for _, batches in fetch_batches(client, topic, 0, end) for _, records in batches
+    ]
     assert fetched == [CONTROL.at(end)]
 
 
@@ -156,8 +162,18 @@ def test_create_topics_refuses_more_partitions_than_kafka_allows(watch: Watch) -
     partitions for hours. Kafka refuses more than 10,000 partitions per request; so does the
     reference broker now, at once and without creating anything."""
     client = watch.control
-    body = {"topics": [{"name": "huge", "num_partitions": 2**31 - 1, "replication_factor": 1,
-                        "assignments": [], "configs": []}], "timeout_ms": 1000}
+    body = {
+        "topics": [
+            {
+                "name": "huge",
+                "num_partitions": 2**31 - 1,
+                "replication_factor": 1,
+                "assignments": [],
+                "configs": [],
+            }
+        ],
+        "timeout_ms": 1000,
+    }
     [result] = client.request(ApiKey.CREATE_TOPICS, CREATE_TOPICS_VERSION, body)["topics"]
     assert result["error_code"] == ErrorCode.INVALID_PARTITIONS
     assert "Excessively large number of partitions" in result["error_message"]

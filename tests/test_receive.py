@@ -46,8 +46,9 @@ def _both(broker, topic: str, **consume):
 
 def test_partial_trailing_batches_and_segment_rolls(broker_factory):
     broker = broker_factory(segment_bytes=1 << 20)
-    sent = Producer(broker.bootstrap).produce("cut", 5 << 20, batch_bytes=96 << 10,
-                                              record_bytes=700)
+    sent = Producer(broker.bootstrap).produce(
+        "cut", 5 << 20, batch_bytes=96 << 10, record_bytes=700
+    )
     assert len(broker.segment_files("cut", 0)) >= 5
     # 250 KiB per fetch cuts every response inside its third batch.
     counts = _both(broker, "cut", max_bytes=250 << 10)
@@ -66,8 +67,9 @@ def test_middle_offsets_and_exact_stop(broker_factory):
 
 @pytest.mark.parametrize("compression", [Compression.GZIP, Compression.LZ4, Compression.ZSTD])
 def test_compressed_batches(broker, compression):
-    pytest.importorskip({Compression.LZ4: "lz4", Compression.ZSTD: "zstandard"}.get(
-        compression, "gzip"))
+    pytest.importorskip(
+        {Compression.LZ4: "lz4", Compression.ZSTD: "zstandard"}.get(compression, "gzip")
+    )
     Producer(broker.bootstrap).produce("packed", 2 << 20, compression=compression)
     counts = _both(broker, "packed", max_bytes=100 << 10)
     assert counts["splice"] == counts["copy"] == _on_disk(broker, "packed", 0)[:3]
@@ -82,8 +84,7 @@ def test_several_partitions_in_one_fetch(broker):
     producer.close()
     counts = _both(broker, "wide", partition=[0, 1, 2], max_bytes=300 << 10)
     truths = [_on_disk(broker, "wide", p) for p in range(3)]
-    assert counts["splice"] == counts["copy"] == tuple(
-        sum(t[i] for t in truths) for i in range(3))
+    assert counts["splice"] == counts["copy"] == tuple(sum(t[i] for t in truths) for i in range(3))
 
 
 def test_pipelining_leaves_the_connection_in_step(broker):

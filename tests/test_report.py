@@ -28,8 +28,11 @@ pytest_plugins = ["pytester"]
 
 
 def _result(name, mb_per_s, nodeid="t.py::test"):
-    return Result(name, tuple(Round(bytes=10**8, records=10, seconds=100 / v)
-                              for v in mb_per_s), nodeid=nodeid)
+    return Result(
+        name,
+        tuple(Round(bytes=10**8, records=10, seconds=100 / v) for v in mb_per_s),
+        nodeid=nodeid,
+    )
 
 
 def test_parse_threshold():
@@ -44,8 +47,17 @@ def test_parse_threshold():
 def test_a_regression_needs_the_optimistic_bound_beyond_the_threshold():
     def change(metric, lower, upper, best):
         bounds = RatioBounds(1, lower, upper, 0.95)
-        return Change("k", metric, _result("r", [1]), None, bounds, Threshold(metric, 0.10),
-                      best, basis=metric, strict=bounds)
+        return Change(
+            "k",
+            metric,
+            _result("r", [1]),
+            None,
+            bounds,
+            Threshold(metric, 0.10),
+            best,
+            basis=metric,
+            strict=bounds,
+        )
 
     assert change("throughput", 0.5, 0.89, 0.6).regressed  # even the best case lost > 10 %
     assert not change("throughput", 0.5, 0.95, 0.6).regressed  # could be 5 % slower: noise
@@ -58,10 +70,18 @@ def test_a_regression_needs_the_optimistic_bound_beyond_the_threshold():
 
 
 def test_compare_flags_a_halving_but_not_noise():
-    baseline = {r.key: r for r in [_result("fetch", [100, 110, 95, 105, 102]),
-                                   _result("produce", [50, 52, 49, 51, 50])]}
-    current = [_result("fetch", [52, 49, 55, 51, 50]), _result("produce", [49, 53, 50, 48, 52]),
-               _result("new", [10, 11, 12])]
+    baseline = {
+        r.key: r
+        for r in [
+            _result("fetch", [100, 110, 95, 105, 102]),
+            _result("produce", [50, 52, 49, 51, 50]),
+        ]
+    }
+    current = [
+        _result("fetch", [52, 49, 55, 51, 50]),
+        _result("produce", [49, 53, 50, 48, 52]),
+        _result("new", [10, 11, 12]),
+    ]
     changes = {c.key: c for c in compare(current, baseline, [Threshold("throughput", 0.10)])}
     assert changes["t.py::test (fetch)"].regressed
     assert not changes["t.py::test (produce)"].regressed
@@ -134,12 +154,14 @@ def scripted(pytester):
 def test_json_summary_and_result_hook(scripted):
     result = scripted.runpytest("-p", "no:cacheprovider", "--logbench-json", "out/run.json")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines([
-        "*= logbench =*",
-        "result*metric*median*IQR*rounds*vs baseline",
-        "test_scripted.py::test_sleeper (sleeper)*throughput*MB/s*5*-",
-        "wrote out/run.json",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*= logbench =*",
+            "result*metric*median*IQR*rounds*vs baseline",
+            "test_scripted.py::test_sleeper (sleeper)*throughput*MB/s*5*-",
+            "wrote out/run.json",
+        ]
+    )
     data = json.loads((scripted.path / "out" / "run.json").read_text())
     machine = data["machine_info"]
     assert {"cpu", "kernel", "python", "packages"} <= set(machine)
@@ -154,15 +176,24 @@ def test_json_summary_and_result_hook(scripted):
 def test_compare_fails_on_a_slowdown_and_only_then(scripted):
     saved = scripted.runpytest("-p", "no:cacheprovider", "--logbench-save", "base")
     assert saved.ret == pytest.ExitCode.OK
-    gate = ["-p", "no:cacheprovider", "--logbench-compare=base",
-            "--logbench-compare-fail=throughput:10%"]
+    gate = [
+        "-p",
+        "no:cacheprovider",
+        "--logbench-compare=base",
+        "--logbench-compare-fail=throughput:10%",
+    ]
     slow = scripted.runpytest(*gate, "--factor", "2", "--logbench-json", "gate.json")
     assert slow.ret == pytest.ExitCode.TESTS_FAILED
-    slow.stdout.fnmatch_lines(["*REGRESSION test_scripted.py::test_sleeper (sleeper): "
-                               "throughput -50%* REGRESSION beyond throughput:10%*"])
+    slow.stdout.fnmatch_lines(
+        [
+            "*REGRESSION test_scripted.py::test_sleeper (sleeper): "
+            "throughput -50%* REGRESSION beyond throughput:10%*"
+        ]
+    )
     # The gate fails the test that measured, as an item, with the verdict as its failure.
-    slow.stdout.fnmatch_lines(["FAILED test_scripted.py::test_sleeper - logbench gate: *",
-                               "*1 failed*"])
+    slow.stdout.fnmatch_lines(
+        ["FAILED test_scripted.py::test_sleeper - logbench gate: *", "*1 failed*"]
+    )
     [verdict] = json.loads((scripted.path / "gate.json").read_text())["verdicts"]
     assert verdict["regressed"] and verdict["verdict"] == "regressed"
     assert verdict["threshold"] == "throughput:10%" and verdict["unit"] == "MB/s"
@@ -178,17 +209,27 @@ def test_compare_fails_on_a_slowdown_and_only_then(scripted):
 
 def test_a_slow_spell_that_is_gone_in_later_rounds_passes(scripted):
     assert scripted.runpytest("-p", "no:cacheprovider", "--logbench-save", "base").ret == 0
-    spell = scripted.runpytest("-p", "no:cacheprovider", "--logbench-compare=base",
-                               "--logbench-compare-fail=throughput:10%", "--factor", "2",
-                               "--slow-runs", "2", "--logbench-max-rounds", "15")
+    spell = scripted.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "--logbench-compare=base",
+        "--logbench-compare-fail=throughput:10%",
+        "--factor",
+        "2",
+        "--slow-runs",
+        "2",
+        "--logbench-max-rounds",
+        "15",
+    )
     assert spell.ret == pytest.ExitCode.OK, spell.stdout.str()
     # Two of the first five rounds are halved: undecided; the verdict waits for more rounds.
     spell.stdout.fnmatch_lines(["*sleeper*throughput*  1[05]  *"])
 
 
 def test_compare_without_a_name_uses_the_latest_save(scripted):
-    first = scripted.runpytest("-p", "no:cacheprovider", "--logbench-compare",
-                               "--logbench-compare-fail=throughput:10%")
+    first = scripted.runpytest(
+        "-p", "no:cacheprovider", "--logbench-compare", "--logbench-compare-fail=throughput:10%"
+    )
     assert first.ret == pytest.ExitCode.OK  # a first CI run has nothing to compare with
     first.stdout.fnmatch_lines(["--logbench-compare: no saved baseline in *; nothing compared"])
     assert scripted.runpytest("-p", "no:cacheprovider", "--logbench-save", "a").ret == 0
@@ -197,11 +238,14 @@ def test_compare_without_a_name_uses_the_latest_save(scripted):
     result.stdout.fnmatch_lines(["baseline: *a.json", "*sleeper*(99%: *"])
 
 
-@pytest.mark.parametrize(("args", "error"), [
-    (["--logbench-compare-fail=throughput:10%"], "needs --logbench-compare"),
-    (["--logbench-compare=x", "--logbench-compare-fail=fast:10%"], "METRIC:N%"),
-    (["--logbench-compare=nosuch"], "no baseline 'nosuch' in"),
-])
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--logbench-compare-fail=throughput:10%"], "needs --logbench-compare"),
+        (["--logbench-compare=x", "--logbench-compare-fail=fast:10%"], "METRIC:N%"),
+        (["--logbench-compare=nosuch"], "no baseline 'nosuch' in"),
+    ],
+)
 def test_reporting_options_fail_early(pytester, args, error):
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -213,14 +257,16 @@ def test_plot_option_without_matplotlib_says_how_to_get_it(pytester, monkeypatch
     result = pytester.runpytest("--logbench-plot", "plots")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*--logbench-plot needs matplotlib*pip install 'logbench[[]plot]'*"])
+        ["*--logbench-plot needs matplotlib*pip install 'logbench[[]plot]'*"]
+    )
 
 
 def test_plots_are_written(scripted):
     pytest.importorskip("matplotlib")
     assert scripted.runpytest("-p", "no:cacheprovider", "--logbench-save", "base").ret == 0
-    result = scripted.runpytest("-p", "no:cacheprovider", "--logbench-compare=base",
-                                "--logbench-plot", "plots")
+    result = scripted.runpytest(
+        "-p", "no:cacheprovider", "--logbench-compare=base", "--logbench-plot", "plots"
+    )
     assert result.ret == pytest.ExitCode.OK
     for name in ("throughput.png", "throughput.svg"):
         assert (scripted.path / "plots" / name).stat().st_size > 1000
@@ -244,8 +290,10 @@ def _cpu_seconds() -> tuple[float, float]:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
     ours = os.times()
-    return ((user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"),
-            ours.user + ours.system + ours.children_user + ours.children_system)
+    return (
+        (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"),
+        ours.user + ours.system + ours.children_user + ours.children_system,
+    )
 
 
 def _run_measuring_neighbours(pytester, *args):
@@ -267,21 +315,29 @@ def test_compare_catches_a_broker_slowed_down_2x_without_false_alarms(pytester):
     the gate errs while they did, the test skips and says so instead of failing."""
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_broker=BROKER_TEST)
-    gate = ["-p", "no:cacheprovider", "--logbench-compare=base",
-            "--logbench-compare-fail=throughput:10%"]
+    gate = [
+        "-p",
+        "no:cacheprovider",
+        "--logbench-compare=base",
+        "--logbench-compare-fail=throughput:10%",
+    ]
     for slowdown in (2, 1, 1, 1):
         saved, busy_saving = _run_measuring_neighbours(
-            pytester, "-p", "no:cacheprovider", "--logbench-save", "base")
+            pytester, "-p", "no:cacheprovider", "--logbench-save", "base"
+        )
         assert saved.ret == 0
         run, busy = _run_measuring_neighbours(pytester, *gate, "--slowdown", str(slowdown))
         expected = pytest.ExitCode.TESTS_FAILED if slowdown == 2 else pytest.ExitCode.OK
         if run.ret != expected and max(busy, busy_saving) > BUSY:
-            pytest.skip(f"other processes used {max(busy, busy_saving):.0%} of the CPUs while "
-                        f"the gate judged slowdown {slowdown}x wrongly: too busy to time")
+            pytest.skip(
+                f"other processes used {max(busy, busy_saving):.0%} of the CPUs while "
+                f"the gate judged slowdown {slowdown}x wrongly: too busy to time"
+            )
         assert run.ret == expected, run.stdout.str()
         if slowdown == 2:
-            run.stdout.fnmatch_lines(["*REGRESSION test_broker.py::test_fetch (fetch-warm): "
-                                      "throughput*vs control*"])
+            run.stdout.fnmatch_lines(
+                ["*REGRESSION test_broker.py::test_fetch (fetch-warm): throughput*vs control*"]
+            )
 
 
 def test_a_baseline_from_another_machine_warns(scripted):
@@ -292,6 +348,10 @@ def test_a_baseline_from_another_machine_warns(scripted):
     saved.write_text(json.dumps(data))
     result = scripted.runpytest("-p", "no:cacheprovider", "--logbench-compare=base")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["*WARNING: the baseline base.json was saved on another machine "
-                                 "(CPU 'a faster machine' -> *"])
+    result.stdout.fnmatch_lines(
+        [
+            "*WARNING: the baseline base.json was saved on another machine "
+            "(CPU 'a faster machine' -> *"
+        ]
+    )
     assert comparable_machines(data["machine_info"], data["machine_info"]) == []

@@ -34,8 +34,9 @@ def test_ruff_is_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (it comes with the 'test' extra)")
-    result = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    for command in (["check"], ["format", "--check"]):
+        result = subprocess.run([ruff, *command, str(ROOT)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -14,17 +14,35 @@ from reference_broker.log import LogConfig
 
 # A value other than the default for every setting, acceptable to the config's checks.
 CHANGED = {
-    "segment_bytes": 1 << 20, "index_interval_bytes": 8192, "retention_bytes": 1 << 30,
-    "retention_ms": 60_000, "segment_ms": 3_600_000, "fsync": "always",
-    "fsync_interval_ms": 50, "max_message_bytes": 2 << 20, "file_delete_delay_ms": 10,
-    "host": "127.0.0.2", "port": 19092, "metrics_port": 19093, "metrics_host": "127.0.0.3",
-    "copy": True, "auto_create_topics": False, "num_partitions": 3,
-    "max_request_bytes": 1 << 20, "queued_max_request_bytes": 1 << 24,
-    "connections_max_idle_ms": 1000, "max_connections": 50, "max_connections_per_ip": 5,
-    "fetch_max_bytes": 1 << 20, "max_created_partitions_per_request": 10,
-    "tail_window_bytes": 1 << 20, "retention_check_interval_ms": 20,
-    "group_min_session_timeout_ms": 500, "group_max_session_timeout_ms": 60_000,
-    "group_initial_rebalance_delay_ms": 100, "fetch_slowdown": 2.0,
+    "segment_bytes": 1 << 20,
+    "index_interval_bytes": 8192,
+    "retention_bytes": 1 << 30,
+    "retention_ms": 60_000,
+    "segment_ms": 3_600_000,
+    "fsync": "always",
+    "fsync_interval_ms": 50,
+    "max_message_bytes": 2 << 20,
+    "file_delete_delay_ms": 10,
+    "host": "127.0.0.2",
+    "port": 19092,
+    "metrics_port": 19093,
+    "metrics_host": "127.0.0.3",
+    "copy": True,
+    "auto_create_topics": False,
+    "num_partitions": 3,
+    "max_request_bytes": 1 << 20,
+    "queued_max_request_bytes": 1 << 24,
+    "connections_max_idle_ms": 1000,
+    "max_connections": 50,
+    "max_connections_per_ip": 5,
+    "fetch_max_bytes": 1 << 20,
+    "max_created_partitions_per_request": 10,
+    "tail_window_bytes": 1 << 20,
+    "retention_check_interval_ms": 20,
+    "group_min_session_timeout_ms": 500,
+    "group_max_session_timeout_ms": 60_000,
+    "group_initial_rebalance_delay_ms": 100,
+    "fetch_slowdown": 2.0,
 }
 
 
@@ -45,7 +63,8 @@ def test_defaults_come_from_the_config_classes():
     args = _broker_parser().parse_args(["--log-dir", "/tmp/x", "--port", "0"])
     config = config_from_args(args)
     assert dataclasses.replace(config, log_dir=config.log_dir) == BrokerConfig(
-        log_dir=config.log_dir)
+        log_dir=config.log_dir
+    )
     assert config.log == LogConfig()
     assert _broker_parser().parse_args(["--log-dir", "x"]).port == 9092  # by hand: Kafka's
 

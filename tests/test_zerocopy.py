@@ -83,14 +83,19 @@ def test_parse_strace_joins_interrupted_calls_and_names_the_source_file():
     ]
     counted = tally(calls, "strace")
     assert (counted.sendfile_bytes, counted.copied_bytes, counted.header_calls) == (
-        4191389, 262144, 1)
+        4191389,
+        262144,
+        1,
+    )
 
 
 def test_parse_perf_stat_reads_counts_and_not_counted_as_zero():
-    text = ("# started on ...\n\n"
-            "6,,syscalls:sys_enter_sendfile64,9668325,100.00,,\n"
-            "<not counted>,,syscalls:sys_enter_pread64,0,100.00,,\n"
-            "<not supported>,,syscalls:sys_enter_nosuch,0,100.00,,\n")
+    text = (
+        "# started on ...\n\n"
+        "6,,syscalls:sys_enter_sendfile64,9668325,100.00,,\n"
+        "<not counted>,,syscalls:sys_enter_pread64,0,100.00,,\n"
+        "<not supported>,,syscalls:sys_enter_nosuch,0,100.00,,\n"
+    )
     assert parse_perf_stat(text) == {"sendfile64": 6, "pread64": 0}
 
 
@@ -134,10 +139,14 @@ def test_zero_copy_broker_passes_with_every_available_evidence(broker):
         consumer.close()
 
 
-@pytest.mark.parametrize(("options", "path_words"), [
-    ({"copy": True}, "copy path (pread into user space + send)"),
-    ({"tls": True}, "TLS path (pread, encrypt in user space, send)"),
-], ids=["copy", "tls"])
+@pytest.mark.parametrize(
+    ("options", "path_words"),
+    [
+        ({"copy": True}, "copy path (pread into user space + send)"),
+        ({"tls": True}, "TLS path (pread, encrypt in user space, send)"),
+    ],
+    ids=["copy", "tls"],
+)
 def test_copying_brokers_fail_with_every_available_evidence(broker_factory, options, path_words):
     broker = broker_factory(**options)
     consumer, fetch = _fetcher(broker)
@@ -155,17 +164,23 @@ def test_copying_brokers_fail_with_every_available_evidence(broker_factory, opti
 
 
 def test_without_tracers_the_verdict_falls_back_to_counters_and_says_why(
-        broker_factory, monkeypatch):
-    monkeypatch.setattr(zerocopy, "tracer_support",
-                        lambda kind: (False, f"{kind} unavailable: forbidden by this test"))
+    broker_factory, monkeypatch
+):
+    monkeypatch.setattr(
+        zerocopy,
+        "tracer_support",
+        lambda kind: (False, f"{kind} unavailable: forbidden by this test"),
+    )
     broker = broker_factory(copy=True)
     consumer, fetch = _fetcher(broker, 1 << 20)
     try:
         with pytest.raises(AssertionError) as failure:
             assert_zero_copy(broker, during=fetch)
         message = str(failure.value)
-        assert "evidence: broker counters only (perf-record unavailable: forbidden by this " \
-               "test; strace unavailable: forbidden by this test)" in message
+        assert (
+            "evidence: broker counters only (perf-record unavailable: forbidden by this "
+            "test; strace unavailable: forbidden by this test)" in message
+        )
         assert "left by the copy path" in message
         with pytest.raises(TracerError, match="forbidden"):
             assert_zero_copy(broker, during=fetch, evidence="strace")
@@ -182,8 +197,11 @@ def test_a_window_without_fetches_proves_nothing(broker):
 
 
 def _tracer_processes() -> list[str]:
-    return [p.name() for p in psutil.Process().children(recursive=True)
-            if p.name() in ("perf", "strace")]
+    return [
+        p.name()
+        for p in psutil.Process().children(recursive=True)
+        if p.name() in ("perf", "strace")
+    ]
 
 
 @pytest.fixture

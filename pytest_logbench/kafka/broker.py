@@ -61,10 +61,13 @@ def unsupported_options(options: BrokerOptions) -> list[str]:
     """Why ``options`` cannot be honoured by Kafka: one reason per offending setting. The
     settings table says which settings are the reference broker's own (``local_only``: copy,
     fetch_slowdown, tail_window_bytes, ...) and which Kafka config each other one maps to."""
-    reasons = [f"{name}: the reference broker's own setting; Kafka has no equivalent"
-               for name in options.local_only()]
-    reasons += [f"{name}: set by the launcher" for name in options.settings
-                if name in ("host", "port")]
+    reasons = [
+        f"{name}: the reference broker's own setting; Kafka has no equivalent"
+        for name in options.local_only()
+    ]
+    reasons += [
+        f"{name}: set by the launcher" for name in options.settings if name in ("host", "port")
+    ]
     if options.segment_bytes is not None and options.segment_bytes < MIN_SEGMENT_BYTES:
         reasons.append(
             f"segment_bytes={options.segment_bytes}: Kafka 4.x refuses log.segment.bytes "

@@ -208,8 +208,13 @@ class _Group:
     def join_result(self, member: _Member) -> JoinGroupResult:
         is_leader = member.member_id == self.leader_id
         return JoinGroupResult(
-            ErrorCode.NONE, self.generation_id, self.protocol_type, self.protocol_name,
-            self.leader_id, member.member_id, self.leader_view() if is_leader else [],
+            ErrorCode.NONE,
+            self.generation_id,
+            self.protocol_type,
+            self.protocol_name,
+            self.leader_id,
+            member.member_id,
+            self.leader_view() if is_leader else [],
         )
 
 
@@ -262,8 +267,13 @@ class GroupCoordinator:
         """Join (or rejoin) a group; returns once the rebalance this join is part of completes,
         which takes up to the largest member rebalance timeout."""
         params = _JoinParams(
-            group_instance_id, protocol_type, protocols, session_timeout_ms,
-            rebalance_timeout_ms, client_id, client_host,
+            group_instance_id,
+            protocol_type,
+            protocols,
+            session_timeout_ms,
+            rebalance_timeout_ms,
+            client_id,
+            client_host,
         )
         outcome = self._join(group_id, member_id, params, require_known_member_id)
         return outcome if isinstance(outcome, JoinGroupResult) else await outcome
@@ -407,7 +417,8 @@ class GroupCoordinator:
             return SyncGroupResult(found)
         group, member = found
         if protocol_type not in (None, group.protocol_type) or protocol_name not in (
-            None, group.protocol_name
+            None,
+            group.protocol_name,
         ):
             return SyncGroupResult(ErrorCode.INCONSISTENT_GROUP_PROTOCOL)
         if group.state is GroupState.PREPARING_REBALANCE:
@@ -451,9 +462,7 @@ class GroupCoordinator:
         # between its JoinGroup and SyncGroup, and must not be sent back to rejoin for it.
         return ErrorCode.NONE
 
-    def leave_group(
-        self, group_id: str, members: list[tuple[str, str | None]]
-    ) -> LeaveGroupResult:
+    def leave_group(self, group_id: str, members: list[tuple[str, str | None]]) -> LeaveGroupResult:
         """Remove members at once (no waiting for their sessions to expire) and rebalance the
         rest. A static member leaves by its instance id alone (KIP-345 admin removal)."""
         error = self._request_error(group_id)
@@ -528,8 +537,11 @@ class GroupCoordinator:
         if group is None:
             # Kafka: a member's commit to a group the coordinator does not know comes from an
             # older incarnation of that group (say, from before a broker restart).
-            return ErrorCode.ILLEGAL_GENERATION if generation_id >= 0 else (
-                ErrorCode.UNKNOWN_MEMBER_ID)
+            return (
+                ErrorCode.ILLEGAL_GENERATION
+                if generation_id >= 0
+                else (ErrorCode.UNKNOWN_MEMBER_ID)
+            )
         found = self._member(group_id, generation_id, member_id, group_instance_id)
         if isinstance(found, ErrorCode):
             return found
@@ -566,11 +578,16 @@ class GroupCoordinator:
         restart."""
         summaries = [
             GroupSummary(
-                g.group_id, g.state, g.protocol_type, g.protocol_name, g.generation_id,
+                g.group_id,
+                g.state,
+                g.protocol_type,
+                g.protocol_name,
+                g.generation_id,
                 g.leader_id,
                 [
-                    MemberSummary(m.member_id, m.params.client_id, m.params.client_host,
-                                  m.assignment)
+                    MemberSummary(
+                        m.member_id, m.params.client_id, m.params.client_host, m.assignment
+                    )
                     for m in g.members.values()
                 ],
             )

@@ -49,8 +49,15 @@ def consumer_lag(coordinator: GroupCoordinator, log_end: LogEnd) -> list[LagRow]
         if end is None:
             continue
         log_end_offset, lag_bytes = end
-        rows.append(LagRow(
-            group_id, topic, partition, committed, log_end_offset,
-            max(0, log_end_offset - committed), lag_bytes,
-        ))
+        rows.append(
+            LagRow(
+                group_id,
+                topic,
+                partition,
+                committed,
+                log_end_offset,
+                max(0, log_end_offset - committed),
+                lag_bytes,
+            )
+        )
     return rows

@@ -40,24 +40,34 @@ class LogConfig:
     before an append returns.
     """
 
-    segment_bytes: int = setting(1 << 30, "roll to a new segment at this size",
-                                 kafka="log.segment.bytes")
-    index_interval_bytes: int = setting(4096, "bytes between offset index entries",
-                                        kafka="log.index.interval.bytes")
-    retention_bytes: int = setting(-1, "per partition; -1 keeps everything",
-                                   kafka="log.retention.bytes")
+    segment_bytes: int = setting(
+        1 << 30, "roll to a new segment at this size", kafka="log.segment.bytes"
+    )
+    index_interval_bytes: int = setting(
+        4096, "bytes between offset index entries", kafka="log.index.interval.bytes"
+    )
+    retention_bytes: int = setting(
+        -1, "per partition; -1 keeps everything", kafka="log.retention.bytes"
+    )
     retention_ms: int = setting(7 * DAY_MS, "-1 keeps forever", kafka="log.retention.ms")
-    segment_ms: int = setting(7 * DAY_MS, "roll a segment older than this",
-                              kafka="log.roll.ms")
+    segment_ms: int = setting(7 * DAY_MS, "roll a segment older than this", kafka="log.roll.ms")
     fsync: FsyncPolicy = setting(
-        "never", "never (Kafka's default: the page cache holds it), interval, or always "
-        "(before the produce is acknowledged)", choices=("never", "interval", "always"))
-    fsync_interval_ms: int = setting(1000, "with --fsync interval: sync when the last sync is "
-                                     "older than this", kafka="log.flush.interval.ms")
-    max_message_bytes: int = setting(1048588, "largest record batch accepted",
-                                     kafka="message.max.bytes")
-    file_delete_delay_ms: int = setting(60000, "close deleted segments after this delay",
-                                        kafka="log.segment.delete.delay.ms")
+        "never",
+        "never (Kafka's default: the page cache holds it), interval, or always "
+        "(before the produce is acknowledged)",
+        choices=("never", "interval", "always"),
+    )
+    fsync_interval_ms: int = setting(
+        1000,
+        "with --fsync interval: sync when the last sync is older than this",
+        kafka="log.flush.interval.ms",
+    )
+    max_message_bytes: int = setting(
+        1048588, "largest record batch accepted", kafka="message.max.bytes"
+    )
+    file_delete_delay_ms: int = setting(
+        60000, "close deleted segments after this delay", kafka="log.segment.delete.delay.ms"
+    )
 
     def __post_init__(self) -> None:
         for name, low, high in (

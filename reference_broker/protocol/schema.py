@@ -88,8 +88,9 @@ class StructSchema:
 
     __slots__ = ("fields", "known", "min_size")
 
-    def __init__(self, fields: tuple[FieldSchema, ...],
-                 known: frozenset[str] | None = None) -> None:
+    def __init__(
+        self, fields: tuple[FieldSchema, ...], known: frozenset[str] | None = None
+    ) -> None:
         self.fields = fields
         # Keys of the struct in any version: others are misspellings, refused when encoding
         # (h11's events do the same), where they would otherwise vanish and encode a default.
@@ -111,8 +112,9 @@ class StructSchema:
             raise EncodeError(f"expected a dict, got {type(value).__name__}")
         unknown = value.keys() - self.known
         if unknown:
-            raise EncodeError(f"unknown field(s) {sorted(unknown)}; the struct has "
-                              f"{sorted(self.known)}")
+            raise EncodeError(
+                f"unknown field(s) {sorted(unknown)}; the struct has {sorted(self.known)}"
+            )
         for name, type_, default in self.fields:
             item = value.get(name, default)
             try:
