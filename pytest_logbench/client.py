@@ -25,6 +25,7 @@ from pytest_logbench.receive import (
     PartitionProgress,
     Receive,
     SpliceDrain,
+    fetch_body,
     make_drain,
     use_kernel_timeouts,
 )
@@ -229,31 +230,13 @@ class HarnessClient(Connection):
         min_bytes: int = 1,
     ) -> FetchResult:
         """Fetch from one partition; errors come back in ``FetchResult.error``."""
-        body = {
-            "replica_id": -1,
-            "max_wait_ms": max_wait_ms,
-            "min_bytes": min_bytes,
-            "max_bytes": max_bytes,
-            "isolation_level": 0,
-            "session_id": 0,
-            "session_epoch": -1,
-            "topics": [
-                {
-                    "topic": topic,
-                    "partitions": [
-                        {
-                            "partition": partition,
-                            "fetch_offset": offset,
-                            "log_start_offset": -1,
-                            "partition_max_bytes": max_bytes,
-                            "current_leader_epoch": -1,
-                        }
-                    ],
-                }
-            ],
-            "forgotten_topics_data": [],
-            "rack_id": "",
-        }
+        body = fetch_body(
+            topic,
+            [(partition, offset)],
+            max_bytes=max_bytes,
+            max_wait_ms=max_wait_ms,
+            min_bytes=min_bytes,
+        )
         response = self.request(ApiKey.FETCH, FETCH_VERSION, body)
         [part] = response["responses"][0]["partitions"]
         return FetchResult(

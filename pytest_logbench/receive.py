@@ -27,7 +27,7 @@ import ssl
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pytest_logbench.errors import KafkaError
 from reference_broker.protocol import ApiKey, encode_request
@@ -310,14 +310,20 @@ class FetchStream:
             view = view[received:]
 
 
-def fetch_frame(
-    topic: str, partitions: Sequence[int], client_id: str, max_bytes: int, max_wait_ms: int
-) -> tuple[bytearray, list[int]]:
-    """A Fetch v11 request frame for ``partitions`` and where each one's fetch offset sits."""
-    body = {
+def fetch_body(
+    topic: str,
+    offsets: Sequence[tuple[int, int]],
+    *,
+    max_bytes: int,
+    max_wait_ms: int,
+    min_bytes: int = 1,
+) -> dict[str, Any]:
+    """A Fetch v11 request body for ``(partition, offset)`` pairs of one topic, as a consumer
+    outside any group sends it (no session, no leader epoch)."""
+    return {
         "replica_id": -1,
         "max_wait_ms": max_wait_ms,
-        "min_bytes": 1,
+        "min_bytes": min_bytes,
         "max_bytes": max_bytes,
         "isolation_level": 0,
         "session_id": 0,
@@ -327,19 +333,27 @@ def fetch_frame(
                 "topic": topic,
                 "partitions": [
                     {
-                        "partition": p,
-                        "fetch_offset": _SENTINEL + i,
+                        "partition": partition,
+                        "fetch_offset": offset,
                         "log_start_offset": -1,
                         "partition_max_bytes": max_bytes,
                         "current_leader_epoch": -1,
                     }
-                    for i, p in enumerate(partitions)
+                    for partition, offset in offsets
                 ],
             }
         ],
         "forgotten_topics_data": [],
         "rack_id": "",
     }
+
+
+def fetch_frame(
+    topic: str, partitions: Sequence[int], client_id: str, max_bytes: int, max_wait_ms: int
+) -> tuple[bytearray, list[int]]:
+    """A Fetch v11 request frame for ``partitions`` and where each one's fetch offset sits."""
+    sentinels = [(p, _SENTINEL + i) for i, p in enumerate(partitions)]
+    body = fetch_body(topic, sentinels, max_bytes=max_bytes, max_wait_ms=max_wait_ms)
     frame = bytearray(encode_request(ApiKey.FETCH, FETCH_VERSION, 0, client_id, body))
     offsets = [frame.find(_OFFSET.pack(_SENTINEL + i)) for i in range(len(partitions))]
     if -1 in offsets:
