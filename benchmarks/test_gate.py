@@ -24,7 +24,10 @@ import sys
 import time
 from contextlib import contextmanager
 
+import pytest
 from sizes import SMOKE
+
+pytestmark = pytest.mark.timeout(4 * 3600)  # 160 gate sessions take ~20-30 minutes
 
 RUNS = int(os.environ.get("LOGBENCH_GATE_RUNS", "1" if SMOKE else "20"))
 SLOWDOWNS = (1.0, 1.25, 1.5, 2.0)
@@ -118,6 +121,7 @@ def test_gate_detection_and_false_alarm_rates(tmp_path):
                     )
                     assert run.returncode in (0, 1), run.stdout + run.stderr
                     flagged.setdefault((slowdown, load), []).append(run.returncode)
+                    print(f"{load} {slowdown:g}x: exit {run.returncode}", flush=True)
         seconds[load] = time.monotonic() - started
 
     print(

@@ -24,7 +24,7 @@ from pytest_logbench.kafka import broker as kafka_broker_module
 from pytest_logbench.kafka.broker import server_properties
 from pytest_logbench.workloads import FetchWorkload, ProduceWorkload, client_options
 from pytest_logbench.zerocopy import tally, tracer_support
-from reference_broker.records import build_batch
+from reference_broker.record_codec import build_batch
 from tests.test_plugin import RECORD_PID, _recorded
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
