@@ -150,6 +150,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("logbench_broker", "broker kind: reference or kafka (see --logbench-broker)")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS.values():
         config.addinivalue_line("markers", line)
@@ -165,10 +166,21 @@ def pytest_configure(config: pytest.Config) -> None:
     if log_dir is not None and not Path(log_dir).is_dir():
         raise pytest.UsageError(f"--logbench-log-dir {log_dir!r} is not a directory")
     config.stash[REPORT_KEY] = _session_report(config)
+    _register_hypothesis_profiles()
     config.stash[BUDGET_KEY] = _budget(config)
     for note in config.stash[REPORT_KEY].notes:
         if note.startswith("WARNING"):
             config.issue_config_time_warning(pytest.PytestWarning(note), stacklevel=2)
+
+
+def _register_hypothesis_profiles() -> None:
+    """The ``ci`` and ``nightly`` profiles, before Hypothesis's plugin loads the one named by
+    ``--hypothesis-profile`` (this hook runs first)."""
+    try:
+        from pytest_logbench.strategies import register_profiles
+    except ImportError:  # Hypothesis is a dependency, but a broken install should not stop pytest
+        return
+    register_profiles(load=False)
 
 
 def _budget(config: pytest.Config) -> Budget:
@@ -208,8 +220,10 @@ def _session_report(config: pytest.Config) -> SessionReport:
         name = option.logbench_compare or None
         compare_with = Baselines(storage).find(name)
         if compare_with is None and name is not None:
+            saved = sorted(p.stem for p in Baselines(storage).directory.glob("*.json"))
             raise pytest.UsageError(
-                f"--logbench-compare: no baseline {name!r} in {Baselines(storage).directory}"
+                f"--logbench-compare: no baseline {name!r} in {Baselines(storage).directory}; "
+                f"saved: {', '.join(saved) if saved else 'none'}"
             )
         if compare_with is None:  # a first CI run: nothing saved yet, nothing to fail on
             notes.append(

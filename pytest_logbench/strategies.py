@@ -38,15 +38,16 @@ CI_MAX_EXAMPLES = 100
 """``max_examples`` of the ci profile (Hypothesis's own default): the unit ``examples`` scales."""
 
 
-def register_profiles() -> None:
+def register_profiles(*, load: bool = True) -> None:
     """Register the ``ci`` and ``nightly`` profiles and load ``$LOGBENCH_HYPOTHESIS_PROFILE``
-    (default ``ci``).
+    (default ``ci``; with ``load=False`` only when the variable is set: the plugin registers
+    the profiles in every project without changing its Hypothesis defaults).
 
     Both turn off deadlines (a broker restart inside an example takes what it takes: a
     wall-clock limit would fail on a slow CI machine, not on a bug) and print the failing
     example's blob, so a CI failure is reproducible with ``@reproduce_failure`` locally.
-    Call it from a ``conftest.py``: Hypothesis's pytest plugin applies ``--hypothesis-profile``
-    after conftests are imported, so the option wins over the environment variable.
+    The plugin calls it before Hypothesis's own plugin applies ``--hypothesis-profile``, so
+    ``--hypothesis-profile=nightly`` works in any project and wins over the variable.
     """
     base = {
         "deadline": None,
@@ -57,7 +58,8 @@ def register_profiles() -> None:
     settings.register_profile(
         "nightly", max_examples=10 * CI_MAX_EXAMPLES, stateful_step_count=100, **base
     )
-    settings.load_profile(os.environ.get(PROFILE_ENV, "ci"))
+    if load or PROFILE_ENV in os.environ:
+        settings.load_profile(os.environ.get(PROFILE_ENV, "ci"))
 
 
 def examples(ci_count: int, **changes: Any) -> settings:

@@ -275,3 +275,33 @@ def test_kept_data_is_under_pytests_basetemp_and_its_path_printed(pytester):
     kept = Path(line.rsplit(" in ", 1)[1])
     assert kept.is_dir() and any(kept.iterdir())
     assert str(pytester.path.parent) in str(kept) or "pytest-of" in str(kept)
+
+
+HYPOTHESIS_TEST = """
+from hypothesis import given, settings, strategies as st
+
+
+@given(st.integers())
+def test_profile(n):
+    print("PROFILE", settings.get_current_profile_name(), settings.default.max_examples)
+"""
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_the_plugin_registers_its_hypothesis_profiles(pytester, monkeypatch, how):
+    pytester.makepyfile(HYPOTHESIS_TEST)
+    args = ["-s", "-p", "no:cacheprovider"]
+    if how == "option":
+        args.append("--hypothesis-profile=nightly")
+    else:
+        monkeypatch.setenv("LOGBENCH_HYPOTHESIS_PROFILE", "nightly")
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*PROFILE nightly 1000*"])
+
+
+def test_the_plugin_leaves_a_projects_hypothesis_defaults_alone(pytester, monkeypatch):
+    monkeypatch.delenv("LOGBENCH_HYPOTHESIS_PROFILE", raising=False)
+    pytester.makepyfile(HYPOTHESIS_TEST)
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*PROFILE default 100*"])

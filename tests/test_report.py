@@ -340,6 +340,13 @@ def test_compare_catches_a_broker_slowed_down_2x_without_false_alarms(pytester):
             )
 
 
+def test_a_missing_baseline_names_those_saved(scripted):
+    assert scripted.runpytest("-p", "no:cacheprovider", "--logbench-save", "main").ret == 0
+    result = scripted.runpytest("-p", "no:cacheprovider", "--logbench-compare=mian")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no baseline 'mian' in *; saved: main"])
+
+
 def test_a_baseline_from_another_machine_warns(scripted):
     assert scripted.runpytest("-p", "no:cacheprovider", "--logbench-save", "base").ret == 0
     [saved] = (scripted.path / ".logbench").glob("*/base.json")
