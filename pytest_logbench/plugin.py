@@ -33,6 +33,7 @@ from pytest_logbench.contract import Broker, LocalBroker
 from pytest_logbench.measure import Budget, Meter, Verdict
 from pytest_logbench.plots import plots_unavailable
 from pytest_logbench.report import SessionReport
+from pytest_logbench.results import Result
 from pytest_logbench.workloads import client_options
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 REPORT_KEY = pytest.StashKey[SessionReport]()
 BUDGET_KEY = pytest.StashKey[Budget]()
 SAVED_ROUNDS = 15
+WORKER_RESULTS = "logbench_results"
 BROKER_KINDS = ("reference", "kafka")
 
 MARKERS = {
@@ -232,17 +234,6 @@ def _session_report(config: pytest.Config) -> SessionReport:
             )
     if option.logbench_plot and (reason := plots_unavailable()):
         raise pytest.UsageError(reason)
-    reporting = (
-        option.logbench_json,
-        option.logbench_save,
-        option.logbench_compare,
-        option.logbench_plot,
-    )
-    if getattr(option, "numprocesses", None) and any(v is not None for v in reporting):
-        raise pytest.UsageError(
-            "logbench reports collect results in one process: run the "
-            "measured tests without pytest-xdist's -n"
-        )
     return SessionReport(
         rootdir=root,
         storage=storage,
@@ -472,13 +463,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Write the reports and fail the session on a regression beyond a threshold."""
+    """Write the reports and fail the session on a regression beyond a threshold. A
+    pytest-xdist worker writes nothing: it hands its results to the controller, whose report
+    holds every worker's (``pytest_testnodedown``)."""
     report = session.config.stash.get(REPORT_KEY, None)
     if report is None:
+        return
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[WORKER_RESULTS] = [r.to_dict() for r in report.results]
         return
     report.finish()
     if report.regressions and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist: a worker finished; its results join the controller's report."""
+    report = node.config.stash.get(REPORT_KEY, None)
+    output = getattr(node, "workeroutput", {}) or {}
+    if report is not None:
+        for data in output.get(WORKER_RESULTS, []):
+            report.add(Result.from_dict(data))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

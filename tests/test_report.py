@@ -362,3 +362,15 @@ def test_a_baseline_from_another_machine_warns(scripted):
         ]
     )
     assert comparable_machines(data["machine_info"], data["machine_info"]) == []
+
+
+def test_results_from_xdist_workers_reach_the_report(scripted):
+    scripted.makepyfile(test_second=SCRIPTED.replace("def test_sleeper", "def test_other"))
+    result = scripted.runpytest("-p", "no:cacheprovider", "-n", "2", "--logbench-json", "x.json")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["*= logbench =*"])
+    data = json.loads((scripted.path / "x.json").read_text())
+    assert sorted(r["nodeid"] for r in data["results"]) == [
+        "test_scripted.py::test_sleeper",
+        "test_second.py::test_other",
+    ]
