@@ -30,7 +30,7 @@ from pytest_logbench.brokers import (
 )
 from pytest_logbench.client import Consumer, Producer
 from pytest_logbench.contract import Broker, LocalBroker
-from pytest_logbench.measure import Budget, Meter, Verdict
+from pytest_logbench.measure import Budget, Meter
 from pytest_logbench.plots import plots_unavailable
 from pytest_logbench.report import SessionReport
 from pytest_logbench.results import Result
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 REPORT_KEY = pytest.StashKey[SessionReport]()
 BUDGET_KEY = pytest.StashKey[Budget]()
-SAVED_ROUNDS = 15
 WORKER_RESULTS = "logbench_results"
 BROKER_KINDS = ("reference", "kafka")
 
@@ -414,29 +413,12 @@ def measure(request: pytest.FixtureRequest) -> Iterator[Meter]:
         nodeid=nodeid,
         sink=sink,
         budget=config.stash[BUDGET_KEY],
-        decide=_decider(report, config.stash[BUDGET_KEY]),
+        decide=report.decider(config.stash[BUDGET_KEY].max_rounds),
     )
     try:
         yield meter
     finally:
         meter.close()
-
-
-def _decider(report: SessionReport, budget: Budget) -> Callable[[Any], Verdict] | None:
-    """When a measurement has enough rounds: a gate against a baseline adds rounds while its
-    verdict is undecided; a run that saves a baseline records ``SAVED_ROUNDS`` rounds (within
-    the budget), since every later gate is only as sharp as the baseline it compares with."""
-    gate = report.decide if report.thresholds and report.baseline else None
-    least = min(SAVED_ROUNDS, budget.max_rounds) if report.save else 0
-    if gate is None and not least:
-        return None
-
-    def decide(result: Any) -> Verdict:
-        if len(result.rounds) < least:
-            return "undecided"
-        return gate(result) if gate is not None else "ok"
-
-    return decide
 
 
 @pytest.hookimpl(wrapper=True)

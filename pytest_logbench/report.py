@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from pytest_logbench.stats import format_number
 from pytest_logbench.tables import shorten
 
 FORMAT_VERSION = 1
+SAVED_ROUNDS = 15
 
 
 def document(
@@ -95,6 +96,23 @@ class SessionReport:
         if "regressed" in verdicts:
             return "regressed"
         return "undecided" if "undecided" in verdicts else "ok"
+
+    def decider(self, max_rounds: int) -> Callable[[Result], Verdict] | None:
+        """When a measurement has enough rounds (for ``Meter``): a gate against a baseline adds
+        rounds while its verdict is undecided; a run that saves a baseline records
+        ``SAVED_ROUNDS`` rounds (within the budget), since every later gate is only as sharp as
+        the baseline it compares with. None when neither applies."""
+        gate = self.decide if self.thresholds and self.baseline else None
+        least = min(SAVED_ROUNDS, max_rounds) if self.save else 0
+        if gate is None and not least:
+            return None
+
+        def decide(result: Result) -> Verdict:
+            if len(result.rounds) < least:
+                return "undecided"
+            return gate(result) if gate is not None else "ok"
+
+        return decide
 
     def regressions_of(self, nodeid: str) -> list[Change]:
         """The regressions of the results a test measured (its item fails with them)."""
