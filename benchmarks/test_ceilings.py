@@ -14,12 +14,11 @@ from __future__ import annotations
 import statistics
 
 from bare_receiver import BareSpliceFetch
-from sizes import scaled
+from sizes import SMOKE, scaled
 
 from pytest_logbench.ceiling import RawAppendWorkload, RawFetchWorkload
 from pytest_logbench.client import Producer
-from pytest_logbench.results import Result, paired_ratios
-from pytest_logbench.stats import median_lower_bound
+from pytest_logbench.results import Result
 from pytest_logbench.tables import print_comparison
 from pytest_logbench.workloads import FetchWorkload, ProduceWorkload
 
@@ -57,11 +56,11 @@ def test_the_harness_consumer_is_not_the_limit(broker, measure):
         f"The harness consumer read at {ratios['throughput']:.2f}x the bare splice loop's "
         "rate (target >= 0.85)."
     )
-    if len(harness.rounds) >= 5:
-        bound = median_lower_bound(paired_ratios(harness, bare), 0.8)
-        assert bound >= 0.85 or ratios["throughput"] >= 0.85, (
-            f"the harness consumer is the bottleneck: {ratios['throughput']:.2f}x the bare loop"
-        )
+    # The target, on the median of the per-round ratios (interleaved rounds); a smoke run's
+    # three small rounds mean nothing.
+    assert SMOKE or ratios["throughput"] >= 0.85, (
+        f"the harness consumer is the bottleneck: {ratios['throughput']:.2f}x the bare loop"
+    )
 
 
 def test_fetch_against_raw_sendfile_and_raw_copy(broker_factory, measure):

@@ -249,6 +249,18 @@ class LocalBroker(_Address):
             self.stop()
         return self.start()
 
+    def _start_failed(
+        self, process: subprocess.Popen[bytes], name: str, missing: str
+    ) -> BrokerStartError:
+        """The error of a start that never became ready: the process exited, or it did not
+        show ``missing`` within the start-up timeout (then it is killed); with its log tail."""
+        if process.poll() is None:
+            self._terminate(process, signal.SIGKILL)
+            why = f"{missing} within {self.options.startup_timeout}s"
+        else:
+            why = f"exited with status {process.returncode} before it was ready"
+        return BrokerStartError(f"{name} {why}; log tail:\n{self.stderr_tail()}")
+
     def _terminate(
         self, process: subprocess.Popen[bytes], signum: int, timeout: float = 15.0
     ) -> int:
@@ -372,15 +384,8 @@ class ReferenceBroker(LocalBroker):
                 return json.loads(line[len(READY_PREFIX) :])
             if not line:  # stdout closed: the process is exiting
                 process.wait(timeout=5)
-                raise BrokerStartError(
-                    f"reference broker exited with status {process.returncode} before it was "
-                    f"ready; stderr tail:\n{self.stderr_tail()}"
-                )
-        self._terminate(process, signal.SIGKILL)
-        raise BrokerStartError(
-            f"reference broker printed no READY line within {self.options.startup_timeout}s; "
-            f"stderr tail:\n{self.stderr_tail()}"
-        )
+                break
+        raise self._start_failed(process, "reference broker", "printed no READY line")
 
     @property
     def metrics_url(self) -> str:

@@ -14,7 +14,6 @@ Kafka's log (log4j2, INFO) goes to the broker's stderr file: readiness is its
 from __future__ import annotations
 
 import base64
-import signal
 import socket
 import subprocess
 import time
@@ -249,16 +248,9 @@ class KafkaBroker(LocalBroker):
                 if READY_LINE in seen:
                     return
                 if process.poll() is not None:
-                    raise BrokerStartError(
-                        f"Kafka exited with status {process.returncode} before it was "
-                        f"ready; log tail:\n{self.stderr_tail()}"
-                    )
+                    break
                 time.sleep(0.02)
-        self._terminate(process, signal.SIGKILL)
-        raise BrokerStartError(
-            f"Kafka logged no {READY_LINE.decode()!r} within {self.options.startup_timeout}s; "
-            f"log tail:\n{self.stderr_tail()}"
-        )
+        raise self._start_failed(process, "Kafka", f"logged no {READY_LINE.decode()!r}")
 
     @property
     def metrics_url(self) -> str:
