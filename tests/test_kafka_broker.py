@@ -110,7 +110,9 @@ def test_a_cache_without_its_completion_mark_is_not_used(tmp_path, monkeypatch):
     assert not jars.is_fetched()
     (tmp_path / ".complete").write_text("4.0.0\n")  # an older pin
     assert not jars.is_fetched()
-    (tmp_path / ".complete").write_text(jars.KAFKA_VERSION + "\n")
+    (tmp_path / ".complete").write_text(jars.KAFKA_VERSION + "\n")  # fetched by an older pom
+    assert not jars.is_fetched()
+    (tmp_path / ".complete").write_text(jars._completion_mark() + "\n")
     assert jars.is_fetched() and jars.fetch() == tmp_path / "lib"
 
 

@@ -7,12 +7,14 @@ that Kafka's POM leaves to its tarball; ``mvn dependency:copy-dependencies`` gat
 
 The cache (``~/.cache/logbench/kafka-<version>/``, or ``$LOGBENCH_KAFKA_HOME``) is filled under
 a file lock and marked complete only when every jar is in place, so parallel test workers and
-an interrupted fetch never leave a half classpath behind.
+an interrupted fetch never leave a half classpath behind. The mark names the pom's digest: a
+dependency added to the pom fetches again instead of running on a classpath without it.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -44,12 +46,21 @@ def lib_dir() -> Path:
     return kafka_home() / "lib"
 
 
+def _completion_mark() -> str:
+    """What ``.complete`` holds once every jar the pom names is in place."""
+    return f"{KAFKA_VERSION} pom {hashlib.sha256(POM.read_bytes()).hexdigest()[:16]}"
+
+
 def is_fetched() -> bool:
-    """Whether every jar of the pinned version is in the cache."""
+    """Whether every jar the pinned pom names is in the cache (without the pom, as in an
+    installed wheel, a cache of the pinned version is all there is to go by)."""
     try:
-        return (kafka_home() / _COMPLETE).read_text().strip() == KAFKA_VERSION
+        mark = (kafka_home() / _COMPLETE).read_text().strip()
     except FileNotFoundError:
         return False
+    if POM.is_file():
+        return mark == _completion_mark()
+    return mark.split(" ")[0] == KAFKA_VERSION
 
 
 def unavailable_reason() -> str | None:
@@ -126,7 +137,7 @@ def _download(home: Path, *, quiet: bool) -> None:
             raise KafkaUnavailable(f"mvn ran but brought no kafka_2.13-{KAFKA_VERSION}.jar")
         shutil.rmtree(home / "lib", ignore_errors=True)
         staging.rename(home / "lib")
-        (home / _COMPLETE).write_text(KAFKA_VERSION + "\n")
+        (home / _COMPLETE).write_text(_completion_mark() + "\n")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if not quiet:
