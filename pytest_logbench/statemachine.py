@@ -9,6 +9,8 @@ waits for retention and restarts, checking after every step what a Kafka log pro
 
 - offsets are dense and strictly increasing per partition: a produce gets the log end offset
   as its base offset, and the next one starts right after it;
+- a produce request carries one batch per partition: one with more is refused whole
+  (INVALID_RECORD), as is one too large for a segment, and the log is unchanged after it;
 - a fetch from offset ``o`` returns exactly the records from ``o`` on, with the keys, values,
   headers and timestamps that were produced;
 - the high watermark (one replica: the log end offset) is the next offset to be assigned;
@@ -120,20 +122,27 @@ class PartitionModel:
 class LogStateMachine(RuleBasedStateMachine):
     """Log semantics, checked after every step against a broker (see the module docstring).
 
-    Subclasses may override ``broker_options`` (what ``broker_factory`` is called with: 1 KiB
+    Subclasses may override ``topic_configs`` (the configs its topic is created with: 1 KiB
     segments roll every few produces, and retention deletes them within a step or two, so both
-    happen in short examples), ``examples_per_broker``, ``partitions`` per topic and
-    ``max_restarts`` per example (a restart costs a few hundred milliseconds). Helpers for new
-    rules: ``produce`` (checks the base offset), ``read`` (checks every record of a fetch from
-    an offset to the end), ``offsets`` (checks ListOffsets earliest/latest), ``verify_all``;
-    the model of partition ``p`` is ``self.logs[p]``, the broker ``self.broker``.
+    happen in short examples), ``broker_options`` (what ``broker_factory`` is called with),
+    ``examples_per_broker``, ``partitions`` per topic and ``max_restarts`` per example (a
+    restart costs a few hundred milliseconds). Helpers for new rules: ``produce`` (checks the
+    base offset), ``read`` (checks every record of a fetch from an offset to the end),
+    ``offsets`` (checks ListOffsets earliest/latest), ``verify_all``; the model of partition
+    ``p`` is ``self.logs[p]``, the broker ``self.broker``.
+
+    The segment and retention sizes are topic configs, not broker settings, so the machine
+    runs unchanged on a real Kafka: Kafka 4.x refuses ``segment.bytes`` below 1 MiB from users
+    (INVALID_CONFIG) and takes smaller sizes as its test-only ``internal.segment.bytes``.
     """
 
-    broker_options: ClassVar[dict[str, Any]] = {
-        "segment_bytes": 1024,
-        "retention_bytes": 3072,
-        "retention_check_interval_ms": 20,
+    topic_configs: ClassVar[dict[str, str]] = {
+        "segment.bytes": "1024",
+        "retention.bytes": "3072",
+        # timestamps are drawn from years back; only retention.bytes deletes
+        "retention.ms": "-1",
     }
+    broker_options: ClassVar[dict[str, Any]] = {"retention_check_interval_ms": 20}
     examples_per_broker: ClassVar[int] = 20
     partitions: ClassVar[int] = 2
     max_restarts: ClassVar[int] = 1
@@ -147,10 +156,11 @@ class LogStateMachine(RuleBasedStateMachine):
             )
         self.broker = self.brokers.next()
         self.local = not isinstance(self.broker, ExternalBroker)
-        options = getattr(self.broker, "options", None) if self.local else None
-        self.segment_bytes: int | None = getattr(options, "segment_bytes", None)
-        retention = getattr(options, "retention_bytes", None)
-        self.retention_bytes = retention if retention is not None and retention >= 0 else None
+        segment = self.topic_configs.get("segment.bytes")
+        self.segment_bytes: int | None = int(segment) if segment is not None else None
+        retention = int(self.topic_configs.get("retention.bytes", -1))
+        # An external cluster checks retention when its own interval says (5 min by default).
+        self.retention_bytes = retention if retention >= 0 and self.local else None
         if not self.local:
             event(
                 "restart and retention rules off: the external cluster at "
@@ -158,46 +168,76 @@ class LogStateMachine(RuleBasedStateMachine):
             )
         self.topic = f"logbench-log-{uuid.uuid4().hex[:12]}"
         self.client = HarnessClient(self.broker.bootstrap)
-        # retention.ms=-1: timestamps are drawn from years back; only retention.bytes deletes.
-        self.client.create_topic(self.topic, self.partitions, {"retention.ms": "-1"})
+        self._create_topic()
         self.logs = [PartitionModel() for _ in range(self.partitions)]
         self.restarts = 0
         self._await_leaders()
+
+    def _create_topic(self) -> None:
+        try:
+            self.client.create_topic(self.topic, self.partitions, self.topic_configs)
+        except KafkaError as exc:
+            small = self.segment_bytes is not None and self.segment_bytes < 1 << 20
+            if exc.code != ErrorCode.INVALID_CONFIG or not small:
+                raise
+            configs = dict(self.topic_configs)
+            configs["internal.segment.bytes"] = configs.pop("segment.bytes")
+            self.client.create_topic(self.topic, self.partitions, configs)
 
     def teardown(self) -> None:
         self.client.close()
 
     def _await_leaders(self) -> None:
+        """Wait until the broker leads every partition: Kafka takes a few milliseconds after
+        creating a topic or starting (NOT_LEADER_OR_FOLLOWER meanwhile)."""
         deadline = time.monotonic() + PATIENCE_S
-        for partition in range(self.partitions):
-            while (error := self.client.fetch(self.topic, partition, 0).error) in NOT_READY:
+        for partition, log in enumerate(self.logs):
+            while (error := self._leader_error(partition, log.end)) in NOT_READY:
                 assert time.monotonic() < deadline, f"{self.topic}-{partition}: {error.name}"
                 time.sleep(0.05)
-            assert error == ErrorCode.NONE, f"fetch from a new topic: {error.name}"
+            assert error == ErrorCode.NONE, f"fetch at the log end: {error.name}"
+
+    def _leader_error(self, partition: int, end: int) -> ErrorCode:
+        """What a fetch at the log end and a ListOffsets answer: Kafka fetches before it lists."""
+        error = self.client.fetch(self.topic, partition, end).error
+        if error != ErrorCode.NONE:
+            return error
+        try:
+            self.client.list_offset(self.topic, partition, -1)
+        except KafkaError as exc:
+            return exc.code
+        return ErrorCode.NONE
 
     # --- helpers for rules -------------------------------------------------------------------
 
     def produce(self, partition: int, specs: list[BatchSpec]) -> int | None:
         """Produce ``specs`` as one request; return the base offset, or None if the broker
-        refused the request for its size (then the log must not have changed)."""
+        refused the request (then the log must not have changed): for its size, or for
+        carrying more than one batch (Kafka takes exactly one per partition and request)."""
         log = self.logs[partition]
         encoded = [spec.encode() for spec in specs]
         size = sum(map(len, encoded))
         try:
             base = self.client.produce(self.topic, partition, b"".join(encoded))
         except KafkaError as exc:
+            if len(specs) > 1:
+                assert exc.code == ErrorCode.INVALID_RECORD, f"{len(specs)} batches: {exc}"
+                return None
             assert exc.code in REFUSALS, f"produce of {size} bytes: {exc}"
             if self.segment_bytes is not None:
                 assert size > self.segment_bytes, f"{size} bytes fit a segment, yet {exc}"
             return None
+        assert len(specs) == 1, (
+            f"a produce of {len(specs)} batches in one request was accepted (Kafka answers "
+            "INVALID_RECORD)"
+        )
         if self.segment_bytes is not None:
             assert size <= self.segment_bytes, (
                 f"a {size}-byte produce was accepted though segment.bytes is "
                 f"{self.segment_bytes} (Kafka answers RECORD_LIST_TOO_LARGE)"
             )
         assert base == log.end, f"produce got base offset {base}, the log end is {log.end}"
-        for spec, data in zip(specs, encoded, strict=True):
-            log.append(spec, len(data))
+        log.append(specs[0], size)
         return base
 
     def read(self, partition: int, offset: int, max_bytes: int = 1 << 20) -> None:
@@ -277,6 +317,13 @@ class LogStateMachine(RuleBasedStateMachine):
     @rule(data=st.data(), specs=st.lists(batches(), min_size=1, max_size=3))
     def produce_batches(self, data: st.DataObject, specs: list[BatchSpec]) -> None:
         partition = data.draw(st.integers(0, self.partitions - 1), label="partition")
+        for spec in specs:
+            self.produce(partition, [spec])
+
+    @rule(data=st.data(), specs=st.lists(batches(max_records=2), min_size=2, max_size=3))
+    def produce_batches_in_one_request(self, data: st.DataObject, specs: list[BatchSpec]) -> None:
+        """Two or more batches in one request are refused whole: nothing of them is stored."""
+        partition = data.draw(st.integers(0, self.partitions - 1), label="partition")
         self.produce(partition, specs)
 
     @precondition(lambda self: self.segment_bytes is not None)
@@ -348,6 +395,7 @@ class LogStateMachine(RuleBasedStateMachine):
         self.broker.restart(kill=kill)
         self.restarts += 1
         self.client = HarnessClient(self.broker.bootstrap)
+        self._await_leaders()
         self.verify_all()
 
     @precondition(lambda self: self.retention_bytes is not None and self.segment_bytes is not None)

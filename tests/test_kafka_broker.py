@@ -127,7 +127,7 @@ def test_options_map_to_kafka_configs():
         "log.retention.ms": "60000", "num.partitions": "3",
         "log.index.interval.bytes": "4096", "log.retention.check.interval.ms": "1000",
         "log.flush.interval.messages": "1", "auto.create.topics.enable": "false",
-        "log.cleaner.enable": "false",
+        "log.cleaner.enable": "false", "log.initial.task.delay.ms": "0",
     }  # fmt: skip
     interval = server_properties(BrokerOptions().with_(fsync="interval"))
     assert interval["log.flush.interval.ms"] == "1000"

@@ -69,7 +69,7 @@ def test_consumer_tool_reads_what_the_producer_tool_wrote(broker_factory):
 
 def test_a_tool_that_fails_says_what_it_ran(broker_factory):
     tool = KafkaProducerPerformance(broker_factory(), records=10, config={"acks": "banana"})
-    with pytest.raises(PerfToolError, match="ProducerPerformance exited .*acks"):
+    with pytest.raises(PerfToolError, match=r"ProducerPerformance exited .*acks"):
         tool.run()
 
 

@@ -88,6 +88,10 @@ def server_properties(options: BrokerOptions) -> dict[str, str]:
     if options.retention_bytes is not None or options.retention_ms is not None:
         # Kafka checks retention every 5 minutes by default: too late for any test.
         properties.setdefault("log.retention.check.interval.ms", "1000")
+    # Kafka's log tasks (retention among them) first run 30 s after start by default; a test
+    # that sets retention on a topic must not wait for that. (The config is Kafka's own, for
+    # tests.)
+    properties.setdefault("log.initial.task.delay.ms", "0")
     properties.update(_FSYNC.get(options.fsync or "never", {}))
     for extra in options.extra_args:  # for Kafka: extra server properties, KEY=VALUE
         key, sep, value = extra.partition("=")

@@ -142,7 +142,8 @@ def _run_tool(main_class: str, arguments: list[str]) -> str:
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise PerfToolError(f"{main_class} ran over {_TOOL_SECONDS} s: {' '.join(command)}") from exc
+        ran = " ".join(command)
+        raise PerfToolError(f"{main_class} ran over {_TOOL_SECONDS} s: {ran}") from exc
     if done.returncode != 0:
         raise PerfToolError(
             f"{main_class} exited {done.returncode}: {' '.join(command)}\n"

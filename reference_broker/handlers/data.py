@@ -84,15 +84,28 @@ async def handle_produce(broker: Broker, request: Request) -> Body | None:
     return {"responses": responses, "throttle_time_ms": 0}
 
 
+def _more_than_one_batch(records: bytes | memoryview) -> bool:
+    """Kafka refuses a partition's records that hold more than one batch in every produce
+    version we serve (``ProduceRequest.validateRecords``, v3+), before any other check."""
+    if len(records) < 12:  # base offset (8) + batch length (4): the log reports what is wrong
+        return False
+    length = int.from_bytes(records[8:12], "big", signed=True)
+    return length > 0 and 12 + length < len(records)
+
+
 def _append(
     broker: Broker, topic: str, data: Body
 ) -> tuple[ErrorCode, int, PartitionLog | None, str | None]:
     found = partition_or_error(broker, topic, data["index"], create=True)
     if isinstance(found, ErrorCode):
         return found, -1, None, None
-    records = data["records"]
+    records = data["records"] if data["records"] is not None else b""
+    if _more_than_one_batch(records):
+        message = "a produce request carries exactly one record batch per partition"
+        broker.metrics.add("logbench_produce_rejected_batches_total", error="INVALID_RECORD")
+        return ErrorCode.INVALID_RECORD, -1, found, message
     try:
-        result = found.append(records if records is not None else b"")
+        result = found.append(records)
     except (InvalidBatch, LogError) as exc:
         broker.metrics.add("logbench_produce_rejected_batches_total", error=exc.error_code.name)
         return exc.error_code, -1, found, str(exc)
