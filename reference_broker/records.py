@@ -315,11 +315,14 @@ def _record_problem(data: BytesLike, count: int) -> str | None:
             record_end = pos + (length >> 1)
             if length & 1 or record_end > end:
                 return f"record {index} has length {(length >> 1) ^ -(length & 1)}, past the end"
-            pos += 1  # attributes
-            if data[pos] < 0x80:  # timestamp delta: any value
-                pos += 1
+            # Attributes (one byte, any value), then the timestamp delta (any value; two bytes
+            # up to 8 s after the batch's first record).
+            if data[pos + 1] < 0x80:
+                pos += 2
+            elif data[pos + 2] < 0x80:
+                pos += 3
             else:
-                pos = _uvarint(data, pos, 10)[1]
+                pos = _uvarint(data, pos + 1, 10)[1]
             delta = data[pos]  # offset delta: two bytes from record 64 to 8191
             if delta < 0x80:
                 pos += 1
