@@ -81,14 +81,14 @@ def _spread(values: list[float], unit: str, scale: float = 1.0) -> str:
     )
 
 
-def _relative(result: Result, what: str) -> tuple[float, float | None]:
-    """Median per-round (broker / control) ratios of GB/s and CPU per GB."""
-    rate = statistics.median(result.values("relative"))
-    cpu = result.values("relative_cpu")
-    cpu_ratio = statistics.median(cpu) if cpu else None
-    cpu_text = f" at {cpu_ratio:.2f}x its CPU per GB" if cpu_ratio is not None else ""
-    print(f"{what}: {rate:.2f}x the bare loop's rate{cpu_text} ({len(result.rounds)} rounds)")
-    return rate, cpu_ratio
+def _relative(result: Result, what: str) -> tuple[str, str]:
+    """Per-round (broker / control) ratios of GB/s and of CPU per GB: 'median (min-max)'."""
+    texts = []
+    for metric in ("relative", "relative_cpu"):
+        values = result.values(metric) or [float("nan")]
+        texts.append(f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})")
+    print(f"{what}: {texts[0]} the bare loop's rate at {texts[1]} its CPU per GB")
+    return texts[0], texts[1]
 
 
 def test_warm_tail_fetch(broker, measure):
@@ -103,7 +103,7 @@ def test_warm_tail_fetch(broker, measure):
         (
             "warm-tail fetch (zero-copy) vs a bare sendfile loop",
             _spread(fetch.values("throughput"), "MB/s"),
-            f"{rate:.2f}x GB/s (>= 0.95), {cpu or float('nan'):.2f}x CPU/GB (<= 1.15)",
+            f"{rate} GB/s (>= 0.95), {cpu} CPU/GB (<= 1.15)",
         )
     )
 
@@ -122,15 +122,16 @@ def test_produce_large_batches(broker, measure):
     print(f"\n--- produce, {PRODUCE_SIZE // MIB} MiB per round, 256 KiB requests ---")
     print(produce.describe(), produce.describe("cpu"), spliced.describe(), sep="\n")
     rate, cpu = _relative(produce, "produce vs bare recv_into + write")
-    vs_splice = statistics.median(paired_ratios(produce, spliced))
-    print(f"produce vs bare splice socket -> file: {vs_splice:.2f}x its rate")
+    per_round = paired_ratios(produce, spliced)
+    vs_splice = f"{statistics.median(per_round):.2f}x ({min(per_round):.2f}-{max(per_round):.2f})"
+    print(f"produce vs bare splice socket -> file: {vs_splice} its rate")
     _rows.append(
         (
             "produce, 256 KiB batches of 1 KiB records, vs bare socket-to-file loops",
             _spread(produce.values("throughput"), "MB/s")
             + f"; broker {statistics.median(produce.values('cpu')):.2f} CPU-s/GB",
-            f"{rate:.2f}x recv_into + write, {vs_splice:.2f}x splice (>= 0.6 of the faster); "
-            f"{cpu or float('nan'):.2f}x CPU/GB of recv_into + write",
+            f"{rate} recv_into + write, {vs_splice} splice (>= 0.6 of the faster); "
+            f"{cpu} CPU/GB of recv_into + write",
         )
     )
 
@@ -224,7 +225,7 @@ def test_memory_while_serving_a_fleet(broker):
     )
     _rows.append(
         (
-            f"RSS while serving {served / 1e9:.0f} GB to {FLEET_CONSUMERS} consumers",
+            f"RSS while serving {served / 2**30:.0f} GiB to {FLEET_CONSUMERS} consumers",
             f"{before / 1e6:.1f} MB before, {peak / 1e6:.1f} MB peak, {after / 1e6:.1f} MB after",
             f"peak {peak / 1e6:.0f} MB, growth {(after - before) / 1e6:+.1f} MB (<= 64 MB, flat)",
         )
