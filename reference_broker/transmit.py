@@ -107,12 +107,12 @@ class ZeroCopyTransmitter(Transmitter):
         source = piece.file.fileno()  # type: ignore[attr-defined]
         position, end = piece.position, piece.position + piece.length
         while position < end:
+            if transport.is_closing():  # the client left: ``out`` may be closed or reused
+                raise ConnectionResetError("client disconnected during sendfile")
             try:
                 sent = os.sendfile(out, source, position, min(end - position, SENDFILE_CHUNK_BYTES))
             except BlockingIOError:
                 await _writable(out)
-                if transport.is_closing():  # the client left meanwhile; ``out`` is not ours
-                    raise ConnectionResetError("client disconnected during sendfile") from None
                 continue
             if sent == 0:
                 raise ConnectionError(f"segment ended {end - position} bytes short of the slice")
