@@ -20,7 +20,7 @@ from pytest_logbench.ceiling import RawAppendWorkload, RawFetchWorkload
 from pytest_logbench.client import Producer
 from pytest_logbench.results import Result
 from pytest_logbench.tables import print_comparison
-from pytest_logbench.workloads import FetchWorkload, ProduceWorkload
+from pytest_logbench.workloads import FetchWorkload
 
 MIB = 1 << 20
 FETCH_SIZE = scaled(512 * MIB, 32 * MIB)
@@ -87,19 +87,6 @@ def test_fetch_against_raw_sendfile_and_raw_copy(broker_factory, measure):
         f"zero-copy {zc_rate:,.0f} MB/s vs copy path {cp_rate:,.0f} MB/s: "
         f"{zc_rate / cp_rate:.2f}x (separate rounds; the tutorial interleaves them)"
     )
-
-
-def test_produce_against_raw_append(broker, measure):
-    produce = measure(
-        ProduceWorkload(broker, PRODUCE_SIZE),
-        rounds=ROUNDS,
-        control=True,
-        name="broker produce",
-        syscalls=False,
-    )
-    print(f"\n--- produce, {PRODUCE_SIZE // MIB} MiB per round, 256 KiB requests, 5 in flight ---")
-    print(produce.describe(), produce.describe("relative"), sep="\n")
-    print(_ceiling_line("produce vs bare socket-to-file appends", produce))
 
 
 def test_raw_peers_alone(measure, tmp_path):

@@ -12,8 +12,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from types import ModuleType
 
-import crc32c
-
 from reference_broker.errors import ErrorCode
 from reference_broker.records import (
     CRC_POS,
@@ -30,6 +28,7 @@ from reference_broker.records import (
     Record,
     TimestampType,
     batch_codec,
+    crc32c_of,
     crc_ok,
     decompress,
     read_header,
@@ -156,7 +155,7 @@ def build_batch(
         len(items),
     )
     with memoryview(batch) as view:
-        struct.pack_into(">I", batch, CRC_POS, crc32c.crc32c(view[CRC_START:]))
+        struct.pack_into(">I", batch, CRC_POS, crc32c_of(view[CRC_START:]))
     return bytes(batch)
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import cramjam
-import crc32c
 
 from reference_broker.errors import ErrorCode
 
@@ -145,10 +144,21 @@ def read_header(buf: BytesLike, pos: int = 0) -> BatchHeader:
     return BatchHeader(*HEADER_STRUCT.unpack_from(buf, pos))
 
 
+def crc32c_of(data: BytesLike) -> int:
+    """CRC-32C (Castagnoli) of ``data``, as a batch header stores it.
+
+    The ``crc32c`` package is imported on first use: its import (importlib.metadata, its
+    command line) costs more than the rest of the broker's start-up before the first produce.
+    """
+    import crc32c
+
+    return crc32c.crc32c(data)
+
+
 def crc_ok(buf: BytesLike, pos: int, header: BatchHeader) -> bool:
     """Whether the stored CRC-32C matches the batch's bytes from the attributes to its end."""
     with memoryview(buf) as view:
-        return crc32c.crc32c(view[pos + CRC_START : pos + header.size]) == header.crc
+        return crc32c_of(view[pos + CRC_START : pos + header.size]) == header.crc
 
 
 def sized_batch(buf: BytesLike, pos: int) -> int:
@@ -305,14 +315,19 @@ def _record_problem(data: BytesLike, count: int) -> str | None:
             record_end = pos + (length >> 1)
             if length & 1 or record_end > end:
                 return f"record {index} has length {(length >> 1) ^ -(length & 1)}, past the end"
-            pos += 1  # attributes
-            if data[pos] < 0x80:  # timestamp delta: any value
-                pos += 1
+            # Attributes (one byte, any value), then the timestamp delta (any value; two bytes
+            # up to 8 s after the batch's first record).
+            if data[pos + 1] < 0x80:
+                pos += 2
+            elif data[pos + 2] < 0x80:
+                pos += 3
             else:
-                pos = _uvarint(data, pos, 10)[1]
-            delta = data[pos]
+                pos = _uvarint(data, pos + 1, 10)[1]
+            delta = data[pos]  # offset delta: two bytes from record 64 to 8191
             if delta < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                delta, pos = (delta & 0x7F) | data[pos + 1] << 7, pos + 2
             else:
                 delta, pos = _uvarint(data, pos, 5)
             if delta != index << 1:
