@@ -120,7 +120,7 @@ def commit_info(directory: Path) -> dict[str, Any]:
         return {}
 
 
-_THRESHOLD = re.compile(r"^(?P<metric>[a-z]+):(?P<percent>\d+(?:\.\d+)?)%$")
+_THRESHOLD = re.compile(r"^(?P<metric>[a-z][a-z0-9_]*):(?P<percent>\d+(?:\.\d+)?)%$")
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,8 @@ class Threshold:
 
 
 def parse_threshold(text: str) -> Threshold:
-    """Parse ``METRIC:N%`` (metrics: throughput, records, cpu, syscalls)."""
+    """Parse ``METRIC:N%`` (any of ``METRICS``: throughput, records, cpu, syscalls,
+    latency_p99 ...); each metric knows whether higher is worse."""
     match = _THRESHOLD.match(text.strip())
     if match is None or match["metric"] not in METRICS:
         raise ValueError(

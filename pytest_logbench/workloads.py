@@ -229,6 +229,7 @@ class FetchWorkload:
 
     def run(self) -> Transfer:
         from pytest_logbench.client import Transfer
+        from pytest_logbench.latency import Latency
 
         started = time.perf_counter()
         if self._consumer is not None:
@@ -247,6 +248,7 @@ class FetchWorkload:
             sum(t.batches for t in transfers),
             sum(t.requests for t in transfers),
             seconds,
+            latency=Latency.merge(t.latency for t in transfers),  # every member's requests
         )
 
     def run_part(self, part: int, parts: int) -> Transfer:

@@ -1,0 +1,165 @@
+"""Latency percentiles (latency.py): known inputs, merging across processes, the metrics of
+``Result``, and the gate on ``latency_p99`` decided on recorded rounds (no timing here, except
+in the tests that drive a real broker, which assert counts, not durations)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from pytest_logbench.baselines import Threshold, compare, parse_threshold
+from pytest_logbench.latency import Latency, LatencySummary, Pacer
+from pytest_logbench.report import SessionReport
+from pytest_logbench.results import METRICS, Result, Round
+from pytest_logbench.workloads import FetchWorkload, ProduceWorkload
+
+
+def _latency(microseconds) -> Latency:
+    latency = Latency()
+    for value in microseconds:
+        latency.record_us(value)
+    return latency
+
+
+def test_percentiles_of_known_inputs():
+    # Below 2,048 us every value has a bucket of its own: the percentiles are exact.
+    summary = _latency(range(1, 1001)).summary()
+    assert summary == LatencySummary(p50=0.5, p99=0.99, p999=0.999, max=1.0, count=1000)
+    # One slow request in 1,000 moves the max and the p99.9 bucket, not the p99.
+    tail = _latency([100] * 999 + [1500]).summary()
+    assert (tail.p50, tail.p99, tail.p999, tail.max) == (0.1, 0.1, 0.1, 1.5)
+    tail = _latency([100] * 998 + [1500] * 2).summary()
+    assert (tail.p99, tail.p999) == (0.1, 1.5)
+
+
+def test_large_values_keep_three_significant_digits_and_the_range_is_bounded():
+    summary = _latency([250_000] * 10).summary()  # 250 ms
+    assert summary.p50 == pytest.approx(250, rel=1e-3)
+    assert _latency([10**12]).summary().max == pytest.approx(600_000, rel=1e-3)  # 10 minutes
+    with pytest.raises(ValueError, match="no latency"):
+        Latency().summary()
+
+
+def test_histograms_merge_across_processes_exactly():
+    low, high = _latency(range(1, 501)), _latency(range(501, 1001))
+    carried = [pickle.loads(pickle.dumps(part)) for part in (low, high)]  # as members return
+    merged = Latency.merge([carried[0], None, carried[1]])
+    assert merged is not None
+    assert merged.summary() == _latency(range(1, 1001)).summary()
+    assert Latency.merge([None]) is None
+    assert Latency.decode(low.encode()).summary() == low.summary()
+
+
+def test_pacer_hands_out_intended_times_even_when_behind():
+    pacer = Pacer(rate=1e9)  # one per nanosecond: always behind, never sleeps
+    times = [pacer.next() for _ in range(5)]
+    assert times == [pacer.start_ns + i for i in range(5)]
+    with pytest.raises(ValueError, match="rate"):
+        Pacer(0)
+
+
+# --- metrics of a result ---------------------------------------------------------------------
+
+
+def _rounds(p99s_us, n=100):
+    """One round per entry of ``p99s_us``: ``n - 2`` requests of 100 us and two of the entry,
+    so that the round's p99 (and max) is exactly that entry."""
+    rounds = []
+    for p99 in p99s_us:
+        values = [100] * (n - 2) + [p99] * 2
+        rounds.append(
+            Round(bytes=10**8, records=10, seconds=1.0, latency=_latency(values).encode())
+        )
+    return tuple(rounds)
+
+
+def test_latency_metrics_of_rounds_and_results():
+    result = Result("produce", _rounds([1000, 1200, 1100]), nodeid="t.py::test")
+    assert result.values("latency_p99") == [1.0, 1.2, 1.1]
+    assert result.values("latency_p50") == [0.1, 0.1, 0.1]
+    assert result.values("latency_max") == [1.0, 1.2, 1.1]
+    assert "median 1.10 ms" in result.describe("latency_p99")
+    assert result.latency().count == 300 and result.latency().max == 1.2
+    data = result.to_dict()
+    assert data["stats"]["latency_p99"]["median"] == 1.1
+    assert Result.from_dict(data) == result
+    assert not METRICS["latency_p99"].higher_is_better
+    bare = Result("raw", (Round(bytes=1, records=1, seconds=1.0),))
+    with pytest.raises(ValueError, match="records no latency"):
+        bare.stats("latency_p99")
+
+
+def test_the_terminal_report_shows_p99_latency(tmp_path):
+    report = SessionReport(tmp_path, tmp_path)
+    report.add(Result("produce", _rounds([1000, 1200, 1100]), nodeid="t.py::test"))
+    [row] = [line for line in report.lines() if "latency_p99" in line]
+    assert "1.10 ms" in row
+
+
+# --- the gate on latency_p99 -----------------------------------------------------------------
+
+
+def test_parse_latency_threshold():
+    assert parse_threshold("latency_p99:20%") == Threshold("latency_p99", 0.20)
+    assert parse_threshold("latency_p999:5%") == Threshold("latency_p999", 0.05)
+
+
+BASELINE = [1000, 1040, 980, 1010, 1020, 990, 1005, 1030]
+
+
+def _gate(current_p99s, looks=1):
+    baseline = Result("produce", _rounds(BASELINE), nodeid="t.py::test")
+    current = Result("produce", _rounds(current_p99s), nodeid="t.py::test", looks=looks)
+    [change] = [
+        c
+        for c in compare([current], {baseline.key: baseline}, [Threshold("latency_p99", 0.2)])
+        if c.metric == "latency_p99"
+    ]
+    return change
+
+
+def test_gate_flags_a_higher_p99_and_never_a_lower_one():
+    slower = _gate([1500, 1560, 1480, 1510, 1530, 1490, 1505, 1540])
+    assert slower.regressed and slower.verdict == "regressed" and slower.basis == "latency_p99"
+    assert "REGRESSION beyond latency_p99:20%" in slower.describe()
+    faster = _gate([500, 520, 490, 505, 515, 495, 502, 510])  # latency halved: better
+    assert not faster.regressed and faster.verdict == "ok"
+    same = _gate([1010, 990, 1025, 1000, 1015, 985, 1000, 1020])
+    assert not same.regressed and same.verdict == "ok"
+    one_slow_best_fast = _gate([1500, 1560, 1480, 1510, 1530, 1490, 1505, 1000])
+    assert not one_slow_best_fast.regressed  # the best round kept the old p99
+
+
+def test_gate_on_latency_spends_its_confidence_over_the_looks(tmp_path):
+    # Three rounds 50 % slower: enough at 99 % for a single look, not for one of 25 looks.
+    slower = [1500, 1560, 1480]
+    assert _gate(slower, looks=1).regressed
+    undecided = _gate(slower, looks=25)
+    assert not undecided.regressed and undecided.verdict == "undecided"
+    report = SessionReport(tmp_path, tmp_path, thresholds=(Threshold("latency_p99", 0.2),))
+    report.baseline = {
+        "t.py::test (produce)": Result("produce", _rounds(BASELINE), nodeid="t.py::test")
+    }
+    current = Result("produce", _rounds(slower), nodeid="t.py::test", looks=25)
+    assert report.decide(current) == "undecided"  # the Meter records more rounds
+    current = Result("produce", _rounds(slower * 3), nodeid="t.py::test", looks=25)
+    assert report.decide(current) == "regressed"
+
+
+# --- a real broker: every request is recorded ------------------------------------------------
+
+
+def test_produce_and_fleet_workloads_record_every_request(broker):
+    produce = ProduceWorkload(broker, "2 MiB", batch_bytes=256 << 10)
+    fleet = FetchWorkload(broker, "2 MiB", cache="as-is", consumers=2, max_bytes=512 << 10)
+    try:
+        for workload in (produce, fleet):
+            workload.setup()
+            transfer = workload.run()
+            assert transfer.latency is not None
+            assert transfer.latency.count == transfer.requests  # both members' fetches
+            assert transfer.latency.summary().max > 0
+    finally:
+        produce.close()
+        fleet.close()
