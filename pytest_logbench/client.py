@@ -355,7 +355,7 @@ class Producer:
         started = time.perf_counter()
         for _ in range(requests):
             correlation = self.client.next_correlation_id()
-            sent = time.perf_counter_ns()
+            sent = time.monotonic_ns()
             self.client.send_frame(frame, correlation)
             if latency is not None:
                 pending.append((correlation, sent))

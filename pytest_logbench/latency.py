@@ -60,8 +60,10 @@ class Latency:
         self.histogram.record_value(min(HIGHEST_US, max(0, round(microseconds))))
 
     def record_since(self, start_ns: int, now_ns: int | None = None) -> int:
-        """Record the time from ``start_ns`` (``time.perf_counter_ns``) to now; returns now."""
-        now = time.perf_counter_ns() if now_ns is None else now_ns
+        """Record the time from ``start_ns`` to now; returns now. Times are
+        ``time.monotonic_ns()``: CLOCK_MONOTONIC, one clock for every process of the machine,
+        so a time stamped by a producer process can be read by a consumer process."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
         self.record_us((now - start_ns) / 1000)
         return now
 
@@ -118,7 +120,7 @@ def summarize_encoded(encoded: str) -> LatencySummary:
 class Pacer:
     """Intended send times at ``rate`` per second, for measuring without coordinated omission.
 
-    ``next()`` sleeps until the next intended time and returns it (``perf_counter_ns``); a
+    ``next()`` sleeps until the next intended time and returns it (``monotonic_ns``); a
     sender that fell behind gets the times it missed at once, so the backlog it could not
     send shows as latency instead of disappearing.
     """
@@ -128,12 +130,12 @@ class Pacer:
             raise ValueError(f"rate must be > 0 per second, got {rate}")
         self.interval_ns = round(1e9 / rate)
         self.sent = 0
-        self.start_ns = time.perf_counter_ns()
+        self.start_ns = time.monotonic_ns()
 
     def next(self) -> int:
         intended = self.start_ns + self.sent * self.interval_ns
         self.sent += 1
-        wait = intended - time.perf_counter_ns()
+        wait = intended - time.monotonic_ns()
         if wait > 0:
             time.sleep(wait / 1e9)
         return intended

@@ -130,8 +130,17 @@ class MemberGroup:
 
     def call(self, method: str, *args: Any, timeout: float = 600.0, **kwargs: Any) -> list[Any]:
         """Send the call to every member, then wait for all answers (in member order)."""
-        for conn in self._conns:
-            conn.send((method, args, kwargs))
+        return self.call_each([(method, args, kwargs)] * len(self._conns), timeout=timeout)
+
+    def call_each(
+        self, calls: Sequence[tuple[str, Sequence[Any], dict[str, Any]]], *, timeout: float = 600.0
+    ) -> list[Any]:
+        """Send each member its own ``(method, args, kwargs)`` (members of different kinds,
+        e.g. a producer and a consumer, working at once), then wait for all answers."""
+        if len(calls) != len(self._conns):
+            raise ValueError(f"{len(calls)} calls for {len(self._conns)} members")
+        for conn, (method, args, kwargs) in zip(self._conns, calls, strict=True):
+            conn.send((method, tuple(args), kwargs))
         return self._collect("ok", timeout)
 
     def _collect(self, expected: str, timeout: float) -> list[Any]:

@@ -223,7 +223,7 @@ class FetchStream:
             _OFFSET.pack_into(frame, at, part.position)
         self._correlation = (self._correlation + 1) & 0x7FFFFFFF
         _INT32.pack_into(frame, 8, self._correlation)
-        self._sent_ns = time.perf_counter_ns()
+        self._sent_ns = time.monotonic_ns()
         self.sock.sendall(frame)
         self.requests += 1
 

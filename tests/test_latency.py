@@ -4,15 +4,19 @@ in the tests that drive a real broker, which assert counts, not durations)."""
 
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import pytest
 
 from pytest_logbench.baselines import Threshold, compare, parse_threshold
+from pytest_logbench.client import HarnessClient
+from pytest_logbench.end_to_end import STAMP, EndToEndLatencyWorkload
 from pytest_logbench.latency import Latency, LatencySummary, Pacer
 from pytest_logbench.report import SessionReport
 from pytest_logbench.results import METRICS, Result, Round
 from pytest_logbench.workloads import FetchWorkload, ProduceWorkload
+from reference_broker.record_codec import iter_records
 
 
 def _latency(microseconds) -> Latency:
@@ -163,3 +167,40 @@ def test_produce_and_fleet_workloads_record_every_request(broker):
     finally:
         produce.close()
         fleet.close()
+
+
+# --- end-to-end latency ----------------------------------------------------------------------
+
+
+def test_end_to_end_latency_from_the_intended_send_time(broker, measure):
+    workload = EndToEndLatencyWorkload(broker, rate=500, record_bytes=100, seconds=0.5)
+    result = measure(workload, rounds=2, warmup=0, syscalls=False)
+    for round_ in result.rounds:
+        assert round_.records == 250 and round_.bytes == 250 * 100  # every record, once
+        latency = Latency.decode(round_.latency)
+        assert latency.count == 250  # one end-to-end latency per consumed record
+        assert latency.summary().p50 > 0
+    assert result.values("latency_p99") and result.workload["kind"] == "end-to-end"
+
+
+def test_records_carry_their_intended_send_times_even_when_sent_late(broker):
+    """Coordinated omission: a producer that cannot keep its schedule (here, a rate far beyond
+    one request at a time) still stamps each record with the time it was *meant* to be sent,
+    so every record a stall delayed shows the delay. The stamps in the log are the schedule:
+    exactly one interval apart, however late each was sent."""
+    workload = EndToEndLatencyWorkload(broker, rate=1e6, record_bytes=100, seconds=2e-4)
+    try:
+        workload.setup()
+        transfer = workload.run()
+        with HarnessClient(broker.bootstrap) as client:
+            fetched = client.fetch(workload.topic, 0, 0)
+    finally:
+        workload.close()
+    assert transfer.records == 200 and transfer.latency.count == 200
+    stamps = [
+        STAMP.unpack_from(record.value)[0]
+        for at, _ in fetched.batches()
+        for record in iter_records(fetched.records[at:])
+    ]
+    assert len(stamps) == 200
+    assert {b - a for a, b in itertools.pairwise(stamps)} == {1000}  # 1e6/s: 1,000 ns apart
