@@ -37,14 +37,18 @@ class PacedProducerSpec:
     topic: str
     record_bytes: int
     acks: int
+    batch_records: int = 1  # records per produce request, all stamped with its time
+    until: Stop | None = None  # ends a round early when set (e.g. by a consumer)
+    latency_after: Stop | None = None  # acks are recorded once this is set (None: always)
 
     def __call__(self, stop: Stop) -> PacedProducer:
         return PacedProducer(self, stop)
 
 
 class PacedProducer:
-    """Sends one record per produce request at a steady rate, each stamped with its intended
-    send time; the acknowledgement latency is measured from that time too."""
+    """Sends produce requests of ``batch_records`` records at a steady rate, each record
+    stamped with its request's intended send time; the acknowledgement latency is measured
+    from that time too."""
 
     def __init__(self, spec: PacedProducerSpec, stop: Stop) -> None:
         if spec.record_bytes < STAMP.size:
@@ -55,22 +59,25 @@ class PacedProducer:
         self._padding = bytes(spec.record_bytes - STAMP.size)
 
     def produce(self, rate: float, seconds: float) -> Transfer:
-        """``rate * seconds`` records, paced; stops early when the group's stop is set."""
-        pacer, latency = Pacer(rate), Latency()
+        """``rate * seconds`` records (whole requests), paced; stops early when the group's
+        stop or the spec's ``until`` is set."""
+        spec = self.spec
+        pacer, latency = Pacer(rate / spec.batch_records), Latency()
         started, sent = time.perf_counter(), 0
-        for _ in range(max(1, round(rate * seconds))):
-            if self.stop.is_set():
+        for _ in range(max(1, round(rate * seconds / spec.batch_records))):
+            if self.stop.is_set() or (spec.until is not None and spec.until.is_set()):
                 break
             intended = pacer.next()
             value = STAMP.pack(intended) + self._padding
-            self.client.produce(
-                self.spec.topic, 0, build_batch([(None, value, [])]), acks=self.spec.acks
-            )
-            latency.record_since(intended)
-            sent += 1
+            batch = build_batch([(None, value, [])] * spec.batch_records)
+            self.client.produce(spec.topic, 0, batch, acks=spec.acks)
+            if spec.latency_after is None or spec.latency_after.is_set():
+                latency.record_since(intended)
+            sent += spec.batch_records
         seconds_taken = time.perf_counter() - started
-        size = sent * self.spec.record_bytes
-        return Transfer(size, sent, sent, sent, seconds_taken, latency=latency)
+        requests = sent // spec.batch_records
+        size = sent * spec.record_bytes
+        return Transfer(size, sent, requests, requests, seconds_taken, latency=latency)
 
     def close(self) -> None:
         self.client.close()

@@ -9,6 +9,7 @@ import pickle
 
 import pytest
 
+from pytest_logbench.backlog import BacklogDrainWorkload
 from pytest_logbench.baselines import Threshold, compare, parse_threshold
 from pytest_logbench.client import HarnessClient
 from pytest_logbench.end_to_end import STAMP, EndToEndLatencyWorkload
@@ -204,3 +205,21 @@ def test_records_carry_their_intended_send_times_even_when_sent_late(broker):
     ]
     assert len(stamps) == 200
     assert {b - a for a, b in itertools.pairwise(stamps)} == {1000}  # 1e6/s: 1,000 ns apart
+
+
+# --- backlog drain ---------------------------------------------------------------------------
+
+
+def test_backlog_drain_reads_the_backlog_and_what_arrived_meanwhile(broker, measure):
+    workload = BacklogDrainWorkload(broker, backlog="2 MiB", rate="8 MB/s", record_bytes=1024)
+    result = measure(workload, rounds=2, warmup=0, syscalls=False)
+    backlog_records = (2 << 20) // 1024
+    with HarnessClient(broker.bootstrap) as client:
+        end, _ = client.list_offset(workload.topic, 0, -1)
+    for round_ in result.rounds:
+        assert round_.records >= backlog_records  # the whole backlog was drained
+        assert round_.bytes > backlog_records * 1024
+        assert round_.latency is not None  # the producer's acks while the drain ran
+    # The producer stopped once the consumer caught up: per round, what was left unread is
+    # at most the slack (one request) and the request that was under way.
+    assert end - sum(r.records for r in result.rounds) <= 2 * 2 * workload.batch_records
