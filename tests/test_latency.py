@@ -5,6 +5,7 @@ in the tests that drive a real broker, which assert counts, not durations)."""
 from __future__ import annotations
 
 import itertools
+import json
 import pickle
 
 import pytest
@@ -18,6 +19,8 @@ from pytest_logbench.report import SessionReport
 from pytest_logbench.results import METRICS, Result, Round
 from pytest_logbench.workloads import FetchWorkload, ProduceWorkload
 from reference_broker.record_codec import iter_records
+
+pytest_plugins = ["pytester"]
 
 
 def _latency(microseconds) -> Latency:
@@ -223,3 +226,64 @@ def test_backlog_drain_reads_the_backlog_and_what_arrived_meanwhile(broker, meas
     # The producer stopped once the consumer caught up: per round, what was left unread is
     # at most the slack (one request) and the request that was under way.
     assert end - sum(r.records for r in result.rounds) <= 2 * 2 * workload.batch_records
+
+
+# --- the gate through pytest, as a CI job runs it --------------------------------------------
+
+SCRIPTED = """
+from pytest_logbench.client import Transfer
+from pytest_logbench.latency import Latency
+
+class Requests:
+    '''Each run records 100 requests of 1 to 1.1 ms (varying by run) times --factor: a
+    stand-in for a broker whose latency we control, with no timing at all.'''
+    name = "requests"
+    def __init__(self, factor):
+        self.broker, self.factor, self.runs = object(), factor, 0
+    def describe(self):
+        return {"kind": "requests", "factor": self.factor}
+    def setup(self): pass
+    def prepare(self): pass
+    def close(self): pass
+    def run(self):
+        self.runs += 1
+        latency = Latency()
+        for i in range(100):
+            latency.record_us((1000 + i + 7 * (self.runs % 13)) * self.factor)
+        return Transfer(bytes=10**6, records=100, batches=1, requests=100, seconds=0,
+                        latency=latency)
+
+def test_requests(measure, request):
+    measure(Requests(request.config.getoption("factor")), rounds=5, warmup=0, syscalls=False)
+"""
+
+CONFTEST = """
+def pytest_addoption(parser):
+    parser.addoption("--factor", type=float, default=1.0)
+"""
+
+
+def test_the_gate_fails_a_higher_p99_latency_and_only_then(pytester):
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_scripted=SCRIPTED)
+    assert pytester.runpytest("-p", "no:cacheprovider", "--logbench-save", "base").ret == 0
+    gate = ["-p", "no:cacheprovider", "--logbench-compare=base"]
+    gate.append("--logbench-compare-fail=latency_p99:20%")
+    slower = pytester.runpytest(*gate, "--factor", "1.5", "--logbench-json", "gate.json")
+    assert slower.ret == pytest.ExitCode.TESTS_FAILED
+    slower.stdout.fnmatch_lines(
+        [
+            "*REGRESSION test_scripted.py::test_requests (requests): latency_p99 +*% "
+            "* REGRESSION beyond latency_p99:20%*"
+        ]
+    )
+    [verdict] = [
+        v
+        for v in json.loads((pytester.path / "gate.json").read_text())["verdicts"]
+        if v["metric"] == "latency_p99"
+    ]
+    assert verdict["regressed"] and verdict["unit"] == "ms" and verdict["lower"] > 0.2
+    for factor in ("1", "0.5"):  # unchanged, and faster: neither is a regression
+        passed = pytester.runpytest(*gate, "--factor", factor)
+        assert passed.ret == pytest.ExitCode.OK, passed.stdout.str()
+        assert "REGRESSION" not in passed.stdout.str()
