@@ -16,12 +16,11 @@ import threading
 
 from sizes import scaled
 
-from pytest_logbench.client import Producer
+from pytest_logbench.client import Transfer
 from pytest_logbench.client_workloads import ClientProduceWorkload
 from pytest_logbench.end_to_end import EndToEndLatencyWorkload
-from pytest_logbench.lag import Fleet
 from pytest_logbench.tables import print_comparison
-from pytest_logbench.workloads import ProduceWorkload
+from pytest_logbench.workloads import FetchWorkload, ProduceWorkload
 
 RECORDS = scaled(2_000_000, 20_000)
 ROUNDS = scaled(5, 2)
@@ -47,30 +46,68 @@ def test_confluent_kafka_producer_beside_the_harness_producer(broker, measure):
     print(client.describe("records"), client.latency(), sep="\n")
 
 
-def test_end_to_end_latency_with_and_without_a_replaying_fleet(broker_factory, measure):
+class BesideReplay:
+    """An end-to-end round while a fleet of consumers keeps re-reading the log's history
+    (a ``FetchWorkload`` fleet, in member processes, looping in a thread of this process
+    that only waits for them). Measured interleaved with the same workload alone, so the
+    machine's drift hits both."""
+
+    def __init__(self, e2e: EndToEndLatencyWorkload, history: FetchWorkload) -> None:
+        self.e2e, self.history, self.broker = e2e, history, e2e.broker
+        self.name = f"e2e, {history.consumers} replaying"
+        self.replayed = 0
+
+    def describe(self) -> dict:
+        return {**self.e2e.describe(), "beside": self.history.describe()}
+
+    def setup(self) -> None:
+        self.history.setup()
+        self.e2e.setup()
+
+    def prepare(self) -> None:
+        self.e2e.prepare()
+
+    def run(self) -> Transfer:
+        done = threading.Event()
+
+        def replay() -> None:
+            while not done.is_set():
+                self.replayed += self.history.run().bytes
+
+        thread = threading.Thread(target=replay)
+        thread.start()
+        try:
+            return self.e2e.run()
+        finally:
+            done.set()
+            thread.join()
+
+    def close(self) -> None:
+        self.e2e.close()
+        self.history.close()
+
+
+def test_end_to_end_latency_with_and_without_a_replaying_fleet(broker, measure):
     """The seed's "a fleet reading the tail is cheap; one replaying history competes": the
     end-to-end latency of a paced producer's records at a tail consumer, alone and while two
-    consumers replay the log's history from its start."""
-    broker = broker_factory()
-    history = scaled(256, 16) << 20
-    Producer(broker.bootstrap).produce("history", history)
-    alone = measure(
+    consumers keep replaying the log's history, in interleaved rounds."""
+    history = FetchWorkload(broker, scaled(256, 16) << 20, consumers=2, cache="as-is")
+    beside = BesideReplay(
+        EndToEndLatencyWorkload(broker, rate=E2E_RATE, seconds=E2E_SECONDS), history
+    )
+    alone, busy = measure.compare(
         EndToEndLatencyWorkload(broker, rate=E2E_RATE, seconds=E2E_SECONDS),
+        beside,
         rounds=ROUNDS,
-        name="e2e alone",
+        names=("e2e alone", beside.name),
         syscalls=False,
     )
-    fleet = Fleet(broker.bootstrap, "history").replay(2)
-    replaying = threading.Thread(target=fleet.run, args=(E2E_SECONDS * (ROUNDS + 2) + 10,))
-    replaying.start()
-    try:
-        busy = measure(
-            EndToEndLatencyWorkload(broker, rate=E2E_RATE, seconds=E2E_SECONDS),
-            rounds=ROUNDS,
-            name="e2e beside 2 replaying consumers",
-            syscalls=False,
-        )
-    finally:
-        replaying.join()
+    print_comparison(
+        f"end-to-end latency, {E2E_RATE} records/s of 100 bytes, {E2E_SECONDS} s per round",
+        alone,
+        busy,
+        metrics=("latency_p50", "latency_p99", "latency_max"),
+    )
+    print(f"the replaying fleet read {beside.replayed / 1e9:.1f} GB meanwhile")
     for result in (alone, busy):
-        print(result.key, result.latency(), sep="\n  ")
+        print(result.name, result.latency(), sep=": ")
