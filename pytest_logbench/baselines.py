@@ -236,10 +236,14 @@ class Change:
     @property
     def verdict(self) -> Verdict:
         """``regressed``; ``ok`` once the bound least favourable to the current run is within
-        the threshold (absolute or relative to the control); else ``undecided``."""
+        the threshold (absolute or relative to the control), or when the baseline lacks the
+        metric (saved before it was measured: more rounds cannot decide); else
+        ``undecided``."""
         if self.regressed:
             return "regressed"
         if self.threshold is None or self.baseline is None:
+            return "ok"
+        if not self.baseline.values(self.basis):
             return "ok"
         if self._within() or (self.control is not None and self.control._within()):
             return "ok"

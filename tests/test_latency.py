@@ -287,3 +287,12 @@ def test_the_gate_fails_a_higher_p99_latency_and_only_then(pytester):
         passed = pytester.runpytest(*gate, "--factor", factor)
         assert passed.ret == pytest.ExitCode.OK, passed.stdout.str()
         assert "REGRESSION" not in passed.stdout.str()
+
+
+def test_a_baseline_saved_before_latency_was_measured_does_not_hold_the_gate_open():
+    old = Result("produce", (Round(bytes=10**8, records=10, seconds=1.0),) * 5, nodeid="t.py::t")
+    current = Result("produce", _rounds([1000] * 5), nodeid="t.py::t", looks=5)
+    changes = compare([current], {old.key: old}, [Threshold("latency_p99", 0.2)])
+    [change] = [c for c in changes if c.metric == "latency_p99"]
+    assert change.describe() == "baseline has no latency_p99"
+    assert change.verdict == "ok"  # more rounds could never decide: no extension
