@@ -36,6 +36,12 @@ METRICS: dict[str, Metric] = {
     for m in (
         Metric("throughput", "MB/s", True, "payload bytes (10^6) per wall-clock second"),
         Metric("records", "records/s", True, "records per wall-clock second"),
+        Metric(
+            "seconds",
+            "s",
+            False,
+            "wall-clock seconds of the round's timed part (for a backlog drain: the drain time)",
+        ),
         Metric("cpu", "s/GB", False, "broker CPU seconds (user + system) per 10^9 payload bytes"),
         Metric(
             "syscalls",
@@ -103,6 +109,8 @@ class Round:
             return self.bytes / self.seconds / 1e6
         if metric == "records":
             return self.records / self.seconds
+        if metric == "seconds":
+            return self.seconds
         if metric == "cpu":
             return None if self.cpu_seconds is None else self.cpu_seconds / self.bytes * 1e9
         if metric == "syscalls":

@@ -223,6 +223,7 @@ def test_backlog_drain_reads_the_backlog_and_what_arrived_meanwhile(broker, meas
         assert round_.records >= backlog_records  # the whole backlog was drained
         assert round_.bytes > backlog_records * 1024
         assert round_.latency is not None  # the producer's acks while the drain ran
+    assert "s (min" in result.describe("seconds")  # the drain times
     # The producer stopped once the consumer caught up: per round, what was left unread is
     # at most the slack (one request) and the request that was under way.
     assert end - sum(r.records for r in result.rounds) <= 2 * 2 * workload.batch_records
