@@ -23,7 +23,7 @@ from typing import Any
 
 from pytest_logbench.client import HarnessClient, Producer, Transfer
 from pytest_logbench.contract import Broker
-from pytest_logbench.latency import Latency
+from pytest_logbench.latency import Latency, Pacer
 from pytest_logbench.members import MemberGroup, Stop
 from pytest_logbench.workloads import broker_traits, client_options, fresh_topic
 
@@ -82,14 +82,21 @@ class ClientProducer:
         self.producer = KafkaProducer(spec.config)
         self.value = payload(spec.record_bytes)
 
-    def produce(self, records: int) -> Transfer:
+    def produce(self, records: int, rate: float | None = None) -> Transfer:
         """Send ``records`` records to partition 0 and wait for every delivery report; the
         latency of each is from ``produce()`` to its delivery report (linger included, as
-        kafka-producer-perf-test measures it). Reports of one partition come in order."""
+        kafka-producer-perf-test measures it). Reports of one partition come in order.
+
+        With a ``rate`` (records/s) the records are paced in steps of a millisecond's worth,
+        and each record's latency counts from its step's intended time (no coordinated
+        omission: a client that falls behind its schedule shows it as latency)."""
         produce, poll = self.producer.produce, self.producer.poll
         topic, value = self.spec.topic, self.value
         sent_at: deque[int] = deque()
         latency, failures = Latency(), []
+        step = max(1, round(rate / 1000)) if rate else 1
+        pacer = Pacer(rate / step) if rate else None
+        intended = 0
 
         def delivered(error: Any, _message: Any) -> None:
             latency.record_since(sent_at.popleft())
@@ -102,8 +109,10 @@ class ClientProducer:
                 poll(0)
                 if self.stop.is_set():
                     break
+            if pacer is not None and i % step == 0:
+                intended = pacer.next()
             while True:
-                sent_at.append(time.monotonic_ns())
+                sent_at.append(intended if pacer is not None else time.monotonic_ns())
                 try:
                     produce(topic, value, partition=0, on_delivery=delivered)
                     break
@@ -126,7 +135,9 @@ class ClientProducer:
 
 class ClientProduceWorkload:
     """Each round a confluent-kafka producer configured by ``config`` sends ``records``
-    records of ``record_bytes`` to one partition; latency is the delivery-report latency."""
+    records of ``record_bytes`` to one partition, as fast as it accepts them or at ``rate``
+    records/s (kafka-producer-perf-test's ``--throughput``, but measured from the intended
+    send times); latency is the delivery-report latency."""
 
     name = "client-produce"
 
@@ -137,18 +148,21 @@ class ClientProduceWorkload:
         *,
         record_bytes: int = 100,
         records: int = 100_000,
+        rate: float | None = None,
         topic: str | None = None,
     ) -> None:
         if record_bytes < 1 or records < 1:
             raise ValueError(f"need record_bytes and records >= 1, got {record_bytes}, {records}")
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate must be > 0 records/s (or None), got {rate}")
         self.broker, self.config = broker, dict(config)
-        self.record_bytes, self.records = record_bytes, records
+        self.record_bytes, self.records, self.rate = record_bytes, records, rate
         self.topic = topic or fresh_topic("logbench-client-produce")
         self._members: MemberGroup | None = None
 
     def describe(self) -> dict[str, Any]:
         described = _describe("client-produce", self.config, self.record_bytes, self.records)
-        return {**described, **broker_traits(self.broker)}
+        return {**described, "rate": self.rate, **broker_traits(self.broker)}
 
     def setup(self) -> None:
         with HarnessClient(self.broker.bootstrap, **client_options(self.broker)) as client:
@@ -163,7 +177,7 @@ class ClientProduceWorkload:
 
     def run(self) -> Transfer:
         assert self._members is not None, "setup() not called"
-        [done] = self._members.call("produce", self.records)
+        [done] = self._members.call("produce", self.records, self.rate)
         return done
 
     def close(self) -> None:

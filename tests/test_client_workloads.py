@@ -48,3 +48,17 @@ def test_the_consumer_reads_every_record(broker, measure):
         assert round_.records >= 20_000 and round_.bytes == round_.records * 100
         assert Latency.decode(round_.latency).count > 0
     assert result.values("records") and result.values("latency_p99")
+
+
+def test_a_paced_producer_keeps_its_schedule_and_reports_every_record(broker):
+    workload = ClientProduceWorkload(broker, {"linger.ms": 1}, records=2000, rate=20_000)
+    try:
+        workload.setup()
+        done = workload.run()
+    finally:
+        workload.close()
+    assert done.records == 2000 and done.latency.count == 2000
+    # Never ahead of its schedule (load can only slow it): 100 steps of 20 records, one per
+    # millisecond, the last 99 ms after the first.
+    assert done.seconds >= 0.09
+    assert workload.describe()["rate"] == 20_000
