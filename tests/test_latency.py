@@ -187,12 +187,15 @@ def test_end_to_end_latency_from_the_intended_send_time(broker, measure):
     assert result.values("latency_p99") and result.workload["kind"] == "end-to-end"
 
 
-def test_records_carry_their_intended_send_times_even_when_sent_late(broker):
+@pytest.mark.parametrize("batch_records", [1, 10])
+def test_records_carry_their_intended_send_times_even_when_sent_late(broker, batch_records):
     """Coordinated omission: a producer that cannot keep its schedule (here, a rate far beyond
     one request at a time) still stamps each record with the time it was *meant* to be sent,
     so every record a stall delayed shows the delay. The stamps in the log are the schedule:
-    exactly one interval apart, however late each was sent."""
-    workload = EndToEndLatencyWorkload(broker, rate=1e6, record_bytes=100, seconds=2e-4)
+    exactly one interval apart, however late each was sent, and however they were batched."""
+    workload = EndToEndLatencyWorkload(
+        broker, rate=1e6, record_bytes=100, seconds=2e-4, batch_records=batch_records
+    )
     try:
         workload.setup()
         transfer = workload.run()
