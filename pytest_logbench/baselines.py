@@ -120,7 +120,7 @@ def commit_info(directory: Path) -> dict[str, Any]:
         return {}
 
 
-_THRESHOLD = re.compile(r"^(?P<metric>[a-z]+):(?P<percent>\d+(?:\.\d+)?)%$")
+_THRESHOLD = re.compile(r"^(?P<metric>[a-z][a-z0-9_]*):(?P<percent>\d+(?:\.\d+)?)%$")
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,8 @@ class Threshold:
 
 
 def parse_threshold(text: str) -> Threshold:
-    """Parse ``METRIC:N%`` (metrics: throughput, records, cpu, syscalls)."""
+    """Parse ``METRIC:N%`` (any of ``METRICS``: throughput, records, cpu, syscalls,
+    latency_p99 ...); each metric knows whether higher is worse."""
     match = _THRESHOLD.match(text.strip())
     if match is None or match["metric"] not in METRICS:
         raise ValueError(
@@ -235,10 +236,14 @@ class Change:
     @property
     def verdict(self) -> Verdict:
         """``regressed``; ``ok`` once the bound least favourable to the current run is within
-        the threshold (absolute or relative to the control); else ``undecided``."""
+        the threshold (absolute or relative to the control), or when the baseline lacks the
+        metric (saved before it was measured: more rounds cannot decide); else
+        ``undecided``."""
         if self.regressed:
             return "regressed"
         if self.threshold is None or self.baseline is None:
+            return "ok"
+        if not self.baseline.values(self.basis):
             return "ok"
         if self._within() or (self.control is not None and self.control._within()):
             return "ok"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_logbench.errors import KafkaError
+from pytest_logbench.latency import Latency
 from pytest_logbench.receive import (
     FETCH_VERSION,
     FetchStream,
@@ -300,6 +301,7 @@ class Transfer:
     requests: int
     seconds: float
     next_offset: int = -1  # where a one-partition read stopped (consume), -1 otherwise
+    latency: Latency | None = None  # of each request (produce ack, fetch response)
 
     @property
     def mb_per_s(self) -> float:
@@ -330,7 +332,8 @@ class Producer:
     ) -> Transfer:
         """Append at least ``total_bytes`` of records of ``record_bytes`` each (values of
         incompressible-looking bytes, no keys), ``batch_bytes`` per produce request, with up
-        to ``in_flight`` requests unanswered (Kafka's producer pipelines 5 by default)."""
+        to ``in_flight`` requests unanswered (Kafka's producer pipelines 5 by default). Each
+        request's latency (send to acknowledgement) goes into the transfer's histogram."""
         if (topic, partition) not in self._ready:
             self.client.ensure_topic(topic, partition)
             self._ready.add((topic, partition))
@@ -347,24 +350,31 @@ class Producer:
             )
         )
         requests = -(-total_bytes // len(batch))
-        pending: deque[int] = deque()
+        pending: deque[tuple[int, int]] = deque()  # (correlation id, sent at)
+        latency = Latency() if acks != 0 else None
         started = time.perf_counter()
         for _ in range(requests):
             correlation = self.client.next_correlation_id()
+            sent = time.monotonic_ns()
             self.client.send_frame(frame, correlation)
-            if acks != 0:
-                pending.append(correlation)
+            if latency is not None:
+                pending.append((correlation, sent))
                 if len(pending) >= in_flight:
-                    self._check_ack(topic, partition, pending.popleft())
+                    self._check_ack(topic, partition, *pending.popleft(), latency)
         while pending:
-            self._check_ack(topic, partition, pending.popleft())
+            self._check_ack(topic, partition, *pending.popleft(), latency)
         seconds = time.perf_counter() - started
-        return Transfer(requests * len(batch), requests * per_batch, requests, requests, seconds)
+        return Transfer(
+            requests * len(batch), requests * per_batch, requests, requests, seconds, -1, latency
+        )
 
-    def _check_ack(self, topic: str, partition: int, correlation: int) -> None:
+    def _check_ack(
+        self, topic: str, partition: int, correlation: int, sent: int, latency: Latency
+    ) -> None:
         [response] = self.client.read_response(ApiKey.PRODUCE, PRODUCE_VERSION, correlation)[
             "responses"
         ]
+        latency.record_since(sent)
         [part] = response["partition_responses"]
         if part["error_code"]:
             raise KafkaError(
@@ -416,7 +426,8 @@ class Consumer:
         max_wait_ms: int = 100,
     ) -> Transfer:
         """Read each partition from ``offset`` until ``until_offset`` (default: its high
-        watermark in the first response); several partitions share each fetch request. A fetch
+        watermark in the first response); several partitions share each fetch request, and
+        each one's latency (send to the end of its response) is recorded. A fetch
         may start below the requested offset (it returns whole batches): only batches at or
         after the position count; a trailing partial batch, or one past the end, never does."""
         partitions = (partition,) if isinstance(partition, int) else tuple(partition)
@@ -436,8 +447,9 @@ class Consumer:
             self._streams[key] = stream
         progress = [PartitionProgress(p, offset, until_offset) for p in partitions]
         requests_before = stream.requests
+        latency = Latency()
         started = time.perf_counter()
-        stream.read(progress)
+        stream.read(progress, latency)
         seconds = time.perf_counter() - started
         return Transfer(
             sum(p.bytes for p in progress),
@@ -446,4 +458,5 @@ class Consumer:
             stream.requests - requests_before,
             seconds,
             progress[0].position if len(progress) == 1 else -1,
+            latency,
         )

@@ -4,8 +4,8 @@ Why this module exists: a single timing of "fetch 64 MiB" on a shared 2-core VM 
 about the neighbours as about the broker. A measurement here therefore
 
 * runs a workload (produce, fetch cold or warm, a consumer fleet) for several rounds after a
-  warm-up, and keeps every round: bytes, records, wall time, the broker's CPU and, where perf
-  may watch the broker, its syscall counts;
+  warm-up, and keeps every round: bytes, records, wall time, request latencies (an
+  HdrHistogram), the broker's CPU and, where perf may watch the broker, its syscall counts;
 * reports medians with their spread, and decides with distribution-free confidence bounds
   (sign test for one sample or paired rounds, Mann-Whitney for two independent samples) rather
   than on one pair of numbers, so one descheduled round can neither pass nor fail a test;
@@ -242,6 +242,7 @@ class _Session:
                 reading.cpu_seconds,
                 reading.syscalls,
                 **extra,
+                latency=None if transfer.latency is None else transfer.latency.encode(),
             )
         )
         if self.residency:
@@ -254,11 +255,13 @@ class _Session:
         ...), so that a burst of load on the machine lands on both alike; each process's CPU
         is read over the whole round (it idles while the other works)."""
         from pytest_logbench.client import Transfer
+        from pytest_logbench.latency import Latency
 
         probe, control_probe = self.probes[i], self.control_probes[i]
         assert control_probe is not None
         parts = CONTROL_PARTS if _has_parts(workload) and _has_parts(control) else 1
         moved = {id(workload): [0, 0, 0.0], id(control): [0, 0, 0.0]}  # bytes, records, seconds
+        latencies = []
         with probe.window() as reading, control_probe.window() as control_reading:
             for part in range(parts):
                 pair = (
@@ -271,8 +274,12 @@ class _Session:
                     tally[0] += done.bytes
                     tally[1] += done.records
                     tally[2] += time.perf_counter() - t0
+                    if each is workload:
+                        latencies.append(done.latency)
         ours, theirs = moved[id(workload)], moved[id(control)]
-        transfer = Transfer(int(ours[0]), int(ours[1]), 0, 0, ours[2])
+        transfer = Transfer(
+            int(ours[0]), int(ours[1]), 0, 0, ours[2], latency=Latency.merge(latencies)
+        )
         extra = {
             "control_bytes": int(theirs[0]),
             "control_seconds": theirs[2],

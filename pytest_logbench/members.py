@@ -27,17 +27,26 @@ START_TIMEOUT = 60.0
 
 
 class Stop(Protocol):
-    """The group's shared stop event (a ``multiprocessing.Event``)."""
+    """A ``multiprocessing.Event`` shared by processes: the group's stop, or one ``event()``
+    made for members to signal each other."""
 
     def is_set(self) -> bool: ...
 
     def set(self) -> None: ...
+
+    def clear(self) -> None: ...
 
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
 MemberSpec = Callable[[Stop], Any]
 """Picklable (a module-level class or function): builds the member object in the child."""
+
+
+def event() -> Stop:
+    """An event members can share with the parent and each other: give it to their specs
+    (e.g. a consumer telling a producer that it caught up)."""
+    return _CONTEXT.Event()
 
 
 class MemberFailed(RuntimeError):
@@ -103,7 +112,7 @@ class MemberGroup:
         start_timeout: float = START_TIMEOUT,
     ) -> None:
         self.names = list(names or (f"member-{i}" for i in range(len(specs))))
-        self.stop: Stop = _CONTEXT.Event()
+        self.stop: Stop = event()
         self._processes: list[Any] = []
         self._conns: list[multiprocessing.connection.Connection] = []
         try:
@@ -130,8 +139,17 @@ class MemberGroup:
 
     def call(self, method: str, *args: Any, timeout: float = 600.0, **kwargs: Any) -> list[Any]:
         """Send the call to every member, then wait for all answers (in member order)."""
-        for conn in self._conns:
-            conn.send((method, args, kwargs))
+        return self.call_each([(method, args, kwargs)] * len(self._conns), timeout=timeout)
+
+    def call_each(
+        self, calls: Sequence[tuple[str, Sequence[Any], dict[str, Any]]], *, timeout: float = 600.0
+    ) -> list[Any]:
+        """Send each member its own ``(method, args, kwargs)`` (members of different kinds,
+        e.g. a producer and a consumer, working at once), then wait for all answers."""
+        if len(calls) != len(self._conns):
+            raise ValueError(f"{len(calls)} calls for {len(self._conns)} members")
+        for conn, (method, args, kwargs) in zip(self._conns, calls, strict=True):
+            conn.send((method, tuple(args), kwargs))
         return self._collect("ok", timeout)
 
     def _collect(self, expected: str, timeout: float) -> list[Any]:

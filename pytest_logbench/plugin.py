@@ -112,7 +112,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         help="fail the session when METRIC got worse than the baseline by more than N%% at 99%% "
-        "confidence (metrics: throughput, records, cpu, syscalls); repeatable",
+        "confidence (metrics: throughput, records, cpu, syscalls, latency_p99, ...); repeatable",
     )
     group.addoption(
         "--logbench-storage",

@@ -25,13 +25,17 @@ import os
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_logbench.errors import KafkaError
 from reference_broker.protocol import ApiKey, encode_request
 from reference_broker.records import HEADER_SIZE, LOG_OVERHEAD
+
+if TYPE_CHECKING:
+    from pytest_logbench.latency import Latency
 
 FETCH_VERSION = 11
 Receive = Literal["auto", "splice", "copy"]
@@ -194,17 +198,22 @@ class FetchStream:
         self._header = bytearray(HEADER_SIZE)
         self._scratch = bytearray(4096)
         self._correlation = 0
+        self._sent_ns = 0
         self.requests = 0
 
-    def read(self, progress: Sequence[PartitionProgress]) -> None:
+    def read(self, progress: Sequence[PartitionProgress], latency: Latency | None = None) -> None:
         """Fetch until every partition reached its end (an end of None is taken from the
-        high watermark of the first response)."""
+        high watermark of the first response); ``latency`` gets each response's latency, from
+        its request's send to its last byte."""
         in_flight = False
         try:
             while not all(p.done for p in progress):
                 if not in_flight:
                     self._send(progress)
+                sent = self._sent_ns  # a pipelined send while reading replaces it
                 in_flight = self._read_response(progress)
+                if latency is not None:
+                    latency.record_since(sent)
         except BlockingIOError as exc:  # SO_RCVTIMEO / SO_SNDTIMEO expired
             raise TimeoutError(f"Fetch {self.topic}: the broker stopped answering") from exc
 
@@ -214,6 +223,7 @@ class FetchStream:
             _OFFSET.pack_into(frame, at, part.position)
         self._correlation = (self._correlation + 1) & 0x7FFFFFFF
         _INT32.pack_into(frame, 8, self._correlation)
+        self._sent_ns = time.monotonic_ns()
         self.sock.sendall(frame)
         self.requests += 1
 

@@ -141,12 +141,17 @@ class SessionReport:
             self.written += write_plots(self.plot_dir, self.results, baseline)
 
     def lines(self) -> list[str]:
-        """The terminal summary: one row per result (and thresholded metric)."""
+        """The terminal summary: one row per result and metric (throughput, p99 latency and
+        each thresholded metric)."""
         if not self.results:
             return list(self.notes)
         rows = [("result", "metric", "median", "IQR", "rounds", "vs baseline")]
         by_key = {(c.key, c.metric): c for c in self.changes}
-        metrics = ["throughput", *(t.metric for t in self.thresholds if t.metric != "throughput")]
+        # Throughput and the typical round's p99 latency always (where measured), then what
+        # the gate thresholds.
+        metrics = list(
+            dict.fromkeys(["throughput", "latency_p99", *(t.metric for t in self.thresholds)])
+        )
         for result in self.results:
             for metric in metrics:
                 values = result.values(metric)

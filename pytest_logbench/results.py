@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from pytest_logbench.latency import PERCENTILES, Latency, LatencySummary, summarize_encoded
 from pytest_logbench.stats import Stats, format_number, ratio, summarize
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -35,6 +36,12 @@ METRICS: dict[str, Metric] = {
     for m in (
         Metric("throughput", "MB/s", True, "payload bytes (10^6) per wall-clock second"),
         Metric("records", "records/s", True, "records per wall-clock second"),
+        Metric(
+            "seconds",
+            "s",
+            False,
+            "wall-clock seconds of the round's timed part (for a backlog drain: the drain time)",
+        ),
         Metric("cpu", "s/GB", False, "broker CPU seconds (user + system) per 10^9 payload bytes"),
         Metric(
             "syscalls",
@@ -55,8 +62,20 @@ METRICS: dict[str, Metric] = {
             False,
             "broker CPU per GB as a multiple of the control's CPU per GB, same round",
         ),
+        *(
+            Metric(
+                name,
+                "ms",
+                False,
+                f"the round's {name.removeprefix('latency_')} request latency (produce ack, "
+                "fetch response; end to end where the workload says so), from the intended "
+                "send time where the workload is paced",
+            )
+            for name in (*PERCENTILES, "latency_max")
+        ),
     )
 }
+LATENCY_METRICS = (*PERCENTILES, "latency_max")
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,8 @@ class Round:
     ``syscalls`` maps syscall names to counts (perf tracepoints), None when not counted.
     ``control_*`` describe the same round of the workload's control (the raw peer moving the
     same bytes: the machine's ceiling at that moment), None without a control.
+    ``latency`` is the round's request latencies, an encoded HdrHistogram (``latency.py``),
+    None when the workload records none.
     """
 
     bytes: int
@@ -80,6 +101,7 @@ class Round:
     control_bytes: int | None = None
     control_seconds: float | None = None
     control_cpu_seconds: float | None = None
+    latency: str | None = None
 
     def value(self, metric: str) -> float | None:
         """This round's figure for ``metric`` (see ``METRICS``), None when not measured."""
@@ -87,6 +109,8 @@ class Round:
             return self.bytes / self.seconds / 1e6
         if metric == "records":
             return self.records / self.seconds
+        if metric == "seconds":
+            return self.seconds
         if metric == "cpu":
             return None if self.cpu_seconds is None else self.cpu_seconds / self.bytes * 1e9
         if metric == "syscalls":
@@ -101,6 +125,8 @@ class Round:
             if self.cpu_seconds is None or not self.control_cpu_seconds or not self.control_bytes:
                 return None
             return (self.cpu_seconds / self.bytes) / (self.control_cpu_seconds / self.control_bytes)
+        if metric in LATENCY_METRICS:
+            return None if self.latency is None else summarize_encoded(self.latency).metric(metric)
         raise KeyError(f"unknown metric {metric!r}; known: {sorted(METRICS)}")
 
 
@@ -161,6 +187,8 @@ class Result:
             return "the broker is not a local process"
         if metric == "syscalls":
             return f"syscalls {self.syscall_source}"
+        if metric in LATENCY_METRICS and self.rounds:
+            return "the workload records no latency"
         return "no rounds"
 
     @property
@@ -174,6 +202,14 @@ class Result:
     @property
     def cpu_per_gb(self) -> Stats:
         return self.stats("cpu")
+
+    def latency(self) -> LatencySummary:
+        """Percentiles of all recorded rounds' latencies together (their histograms added):
+        the run's p99, where ``stats("latency_p99")`` is the spread of the rounds' p99s."""
+        merged = Latency.merge(Latency.decode(r.latency) for r in self.rounds if r.latency)
+        if merged is None:
+            raise ValueError(f"{self.key}: latency was not measured (the workload records none)")
+        return merged.summary()
 
     def describe(self, metric: str = "throughput") -> str:
         """One line for messages: median, min-max, IQR and rounds of ``metric``."""

@@ -54,8 +54,8 @@ def client_options(broker: Broker) -> dict[str, Any]:
     return {}
 
 
-def _topic(prefix: str) -> str:
-    # A fresh topic per workload: two workloads on one broker never read each other's data.
+def fresh_topic(prefix: str) -> str:
+    """A fresh topic per workload: two workloads on one broker never read each other's data."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
@@ -76,7 +76,7 @@ class ProduceWorkload:
     ) -> None:
         self.broker = broker
         self.size = parse_size(size)
-        self.topic = topic or _topic("logbench-produce")
+        self.topic = topic or fresh_topic("logbench-produce")
         self.record_bytes, self.batch_bytes, self.acks = record_bytes, batch_bytes, acks
         self._producer: Producer | None = None
 
@@ -87,7 +87,7 @@ class ProduceWorkload:
             "record_bytes": self.record_bytes,
             "batch_bytes": self.batch_bytes,
             "acks": self.acks,
-            **_broker_traits(self.broker),
+            **broker_traits(self.broker),
         }
 
     def setup(self) -> None:
@@ -168,7 +168,7 @@ class FetchWorkload:
             raise ValueError(f"consumers must be >= 1, got {consumers}")
         self.broker = broker
         self.size = parse_size(size)
-        self.topic = topic or _topic("logbench-fetch")
+        self.topic = topic or fresh_topic("logbench-fetch")
         self.cache, self.consumers, self.max_bytes = cache, consumers, max_bytes
         self.receive = receive
         self.name = f"fetch-{cache}" if consumers == 1 else f"fleet{consumers}-{cache}"
@@ -184,7 +184,7 @@ class FetchWorkload:
             "consumers": self.consumers,
             "max_bytes": self.max_bytes,
             "receive": self.receive,
-            **_broker_traits(self.broker),
+            **broker_traits(self.broker),
         }
 
     def setup(self) -> None:
@@ -229,6 +229,7 @@ class FetchWorkload:
 
     def run(self) -> Transfer:
         from pytest_logbench.client import Transfer
+        from pytest_logbench.latency import Latency
 
         started = time.perf_counter()
         if self._consumer is not None:
@@ -247,6 +248,7 @@ class FetchWorkload:
             sum(t.batches for t in transfers),
             sum(t.requests for t in transfers),
             seconds,
+            latency=Latency.merge(t.latency for t in transfers),  # every member's requests
         )
 
     def run_part(self, part: int, parts: int) -> Transfer:
@@ -292,7 +294,7 @@ def _local_log_dir(broker: Broker) -> Path | None:
     return log_dir if log_dir.is_dir() else None
 
 
-def _broker_traits(broker: Broker) -> dict[str, Any]:
+def broker_traits(broker: Broker) -> dict[str, Any]:
     """The broker options a reader of a report needs to interpret its figures."""
     options = getattr(broker, "options", None)
     if options is None:

@@ -194,7 +194,7 @@ def test_result_stats_round_trip_and_missing_metrics():
     assert "median 200 MB/s" in result.describe()
     again = Result.from_dict(result.to_dict())
     assert again == result
-    assert set(result.to_dict()["stats"]) == {"throughput", "records", "cpu"}
+    assert set(result.to_dict()["stats"]) == {"throughput", "records", "seconds", "cpu"}
     with pytest.raises(ValueError, match="syscalls not counted"):
         result.stats("syscalls")
 
