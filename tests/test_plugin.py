@@ -17,7 +17,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-
 pytest_plugins = ["pytester"]
 
 RECORD_PID = """
