@@ -55,7 +55,8 @@ def _readme_python_files() -> dict[str, str]:
 
 def test_readme_has_runnable_examples_for_every_fixture():
     text = "\n".join(_readme_python_files().values())
-    for fixture in ("broker", "broker_factory", "page_cache", "producer", "consumer", "measure"):
+    fixtures = ("broker", "broker_factory", "page_cache", "producer", "consumer", "measure")
+    for fixture in (*fixtures, "topic", "topic_factory"):
         assert re.search(rf"def test_\w+\([^)]*\b{fixture}\b", text), fixture
 
 
