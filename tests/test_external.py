@@ -208,3 +208,19 @@ def test_page_cache_residency_can_be_scoped_to_a_topic(broker, page_cache, topic
     assert {Path(f.path).parent.name for f in both.after.files} == {f"{mine}-0", f"{other}-0"}
     with pytest.raises(TypeError, match="not a broker"):
         page_cache.residency(broker.log_dir, topic=mine)
+
+
+def test_a_cpu_figure_asked_by_a_helper_skips_instead_of_raising(pytester, external):
+    pytester.makepyfile("""
+        from pytest_logbench.workloads import ProduceWorkload
+
+        def cpu_line(result):
+            return result.describe("cpu")
+
+        def test_cpu_in_a_helper(broker, measure, topic):
+            workload = ProduceWorkload(broker, "1 MiB", topic=topic)
+            cpu_line(measure(workload, rounds=1, warmup=0, control=False))
+    """)
+    result = pytester.runpytest("--logbench-bootstrap", external.bootstrap, "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*.py:6: *cpu was not measured (the broker is not a local*"])
