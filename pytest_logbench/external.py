@@ -127,10 +127,19 @@ def _walk(tree: ast.AST) -> Iterable[tuple[str, str]]:
             for arg in node.args[:1]:
                 if isinstance(arg, ast.Constant) and arg.value in _LOCAL_METRICS:
                     yield "process", f'{name}("{arg.value}")'
+        if name == "FetchWorkload" and not _keyword_is(node, "cache", "as-is"):
+            yield "log_dir", "FetchWorkload(cache=warm or cold)"
         if name == "broker_factory":
             for keyword in node.keywords:
                 if keyword.arg is not None and _local_option(keyword):
                     yield "process", f"broker_factory({keyword.arg}=...)"
+
+
+def _keyword_is(call: ast.Call, name: str, value: object) -> bool:
+    return any(
+        k.arg == name and isinstance(k.value, ast.Constant) and k.value.value == value
+        for k in call.keywords
+    )
 
 
 def _local_option(keyword: ast.keyword) -> bool:

@@ -30,6 +30,7 @@ NEEDING_TESTS = """
 import pytest
 from conftest import ran
 from pytest_logbench.client import Producer
+from pytest_logbench.workloads import FetchWorkload
 
 def test_kill(broker):
     ran("kill")
@@ -62,6 +63,10 @@ def test_marked_log_dir(broker):
 def test_marked_process(broker):
     ran("marked_process")
 
+def test_warm_fetch(broker, measure, topic):
+    ran("warm_fetch")
+    measure(FetchWorkload(broker, "1 MiB", topic=topic), rounds=1, warmup=0)
+
 def test_address(broker):
     ran("address")
     assert broker.bootstrap
@@ -84,18 +89,19 @@ def test_what_needs_a_local_broker_skips_before_it_runs(pytester, external):
     pytester.makeconftest(RAN)
     pytester.makepyfile(test_needs=NEEDING_TESTS)
     result = pytester.runpytest("--logbench-bootstrap", external.bootstrap, "-rs")
-    result.assert_outcomes(passed=1, skipped=7)
+    result.assert_outcomes(passed=1, skipped=8)
     assert _ran(pytester) == {"address"}
     skips = [line for line in result.outlines if line.startswith("SKIPPED")]
-    assert len(skips) == 7 and all("test_needs.py:" in line for line in skips), skips
+    assert len(skips) == 8 and all("test_needs.py:" in line for line in skips), skips
     result.stdout.fnmatch_lines_random(
         [
-            "*test_needs.py:5: needs a broker process started by logbench (for .kill)*",
-            "*test_needs.py:9: *(for broker_factory(copy=...))*",
+            "*test_needs.py:6: needs a broker process started by logbench (for .kill)*",
+            "*test_needs.py:10: *(for broker_factory(copy=...))*",
             "*needs the broker's log dir (--logbench-log-dir) (for the page_cache fixture)*",
             "*counters (--logbench-metrics-url) (for .metric)*",
             '*(for describe("cpu"))*',
             "*(for the logbench_local marker)*",
+            "*(for FetchWorkload(cache=warm or cold))*",
         ]
     )
 
@@ -111,8 +117,8 @@ def test_log_dir_and_metrics_url_provide_what_they_name(pytester, external):
         "--logbench-metrics-url",
         external.metrics_url,
     )
-    result.assert_outcomes(passed=4, skipped=4)
-    assert _ran(pytester) == {"page_cache", "counters", "marked_log_dir", "address"}
+    result.assert_outcomes(passed=5, skipped=4)
+    assert _ran(pytester) == {"page_cache", "counters", "marked_log_dir", "warm_fetch", "address"}
 
 
 def test_a_local_power_used_by_a_helper_skips_at_the_tests_location(pytester, external):
