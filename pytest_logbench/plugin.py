@@ -242,6 +242,15 @@ def _external_broker(
     broker = ExternalBroker(bootstrap, Path(log_dir) if log_dir else None, metrics_url, **shape)
     if broker.shapes_topics:
         topics = _topics_of(request)
+        shape = (broker.topic_configs, broker.partitions)
+        if shaped := [(b.topic_configs, b.partitions) for b in topics.brokers]:
+            if shape != shaped[0]:  # one cluster: its topics are created once
+                raise ValueError(
+                    f"this test's topics are already created with configs {shaped[0][0]} "
+                    f"and {shaped[0][1]} partitions on the external cluster; a second "
+                    f"broker_factory call asks for {shape[0]} and {shape[1]}"
+                )
+            return broker
         if not topics.names:
             warnings.warn(
                 f"{request.node.nodeid}: topic settings {broker.topic_configs} (partitions "

@@ -153,6 +153,7 @@ def test_an_unreachable_bootstrap_is_one_usage_error(pytester):
 
 def test_topic_settings_become_topic_configs(pytester, external):
     pytester.makepyfile("""
+        import pytest
         from pytest_logbench.client import HarnessClient, Producer
 
         def test_shaped(broker_factory, topic):
@@ -161,6 +162,12 @@ def test_topic_settings_become_topic_configs(pytester, external):
                 assert client.partitions(topic) == 2
             Producer(broker.bootstrap).produce(topic, 3 << 20)
             assert len(broker.segment_files(topic, 0)) >= 3
+
+        def test_the_same_settings_twice(broker_factory, topic):
+            broker_factory(num_partitions=2)
+            broker_factory(num_partitions=2)
+            with pytest.raises(ValueError, match="already created"):
+                broker_factory(num_partitions=3)
 
         def test_more_topics_later(broker_factory, topic_factory):
             broker = broker_factory(num_partitions=3)
@@ -171,7 +178,7 @@ def test_topic_settings_become_topic_configs(pytester, external):
     result = pytester.runpytest(
         "--logbench-bootstrap", external.bootstrap, "--logbench-log-dir", str(external.log_dir)
     )
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
 
 
 def test_topic_settings_without_a_topic_fixture_warn(pytester, external):
