@@ -26,7 +26,7 @@ from typing import Literal
 import psutil
 
 from pytest_logbench import pagecache
-from pytest_logbench.brokers import MetricsWindow
+from pytest_logbench.brokers import LocalOnly, MetricsWindow
 from pytest_logbench.contract import Broker, CountingBroker
 from pytest_logbench.results import METRICS, Result, paired_ratios
 from pytest_logbench.stats import (
@@ -277,15 +277,19 @@ class CacheReport:
 
 
 def assert_served_from_cache(
-    broker: Broker, during: Callable[[], object], *, topic: str | None = None
+    broker: Broker,
+    during: Callable[[], object],
+    *,
+    topic: str | Sequence[str] | None = None,
 ) -> CacheReport:
     """Run ``during`` (fetches only: appends add pages too) and fail unless it was served
-    from the page cache: no page of the broker's segments (of ``topic``, default all) entered
-    the cache meanwhile, and the broker read nothing from storage (its ``read_bytes``, which
-    counts real device reads, unlike ``rchar``)."""
+    from the page cache: no page of the broker's segments (of ``topic``, a name or several,
+    default all) entered the cache meanwhile, and the broker read nothing from storage (its
+    ``read_bytes``, which counts real device reads, unlike ``rchar``; not known for an
+    external broker, whose segments and counters still decide)."""
     __tracebackhide__ = True
-    files = broker.segment_files(topic) if topic is not None else broker.segment_files()
-    process = psutil.Process(broker.pid)
+    files = pagecache.files_of(broker, topic)
+    process = _process_of(broker)
     before = pagecache.residency(files)
     io_before = _storage_reads(process)
     with MetricsWindow(broker) as counters:
@@ -299,7 +303,16 @@ def assert_served_from_cache(
     return report
 
 
-def _storage_reads(process: psutil.Process) -> int | None:
+def _process_of(broker: Broker) -> psutil.Process | None:
+    try:
+        return psutil.Process(broker.pid)  # type: ignore[attr-defined]
+    except LocalOnly:  # an external broker: no process of ours to read
+        return None
+
+
+def _storage_reads(process: psutil.Process | None) -> int | None:
+    if process is None:
+        return None
     try:
         return process.io_counters().read_bytes
     except (psutil.AccessDenied, AttributeError):  # no task IO accounting here

@@ -52,6 +52,12 @@ class LocalOnly(RuntimeError):
     """The operation needs a broker process on this machine (kill, restart, page cache...)."""
 
 
+class NotMeasuredHere(LocalOnly, ValueError):
+    """A result metric that only a local broker process yields (CPU, syscalls, controls)
+    asked of a result measured on an external cluster: a skip in tests, still a
+    ``ValueError`` (a metric not measured) to code that catches that."""
+
+
 class ReferenceOnly(LocalOnly):
     """The operation or option exists only on the reference broker (its ``logbench_*``
     counters, ``copy``, ``fetch_slowdown``...); like ``LocalOnly``, fixtures turn it into a
@@ -343,8 +349,25 @@ class LocalBroker(_Address):
         return self.tls_files
 
 
+class _Counters:
+    """``metrics()`` and ``metric()`` of a broker whose ``metrics_url`` serves the reference
+    broker's metrics (``/metrics`` as Prometheus text, ``/metrics.json`` beside it)."""
+
+    metrics_url: str
+
+    def metrics(self) -> dict[str, list[dict[str, Any]]]:
+        """The broker's metrics snapshot (see ``reference_broker.metrics.METRIC_HELP``)."""
+        url = self.metrics_url.removesuffix("/metrics") + "/metrics.json"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        return metric_sum(self.metrics(), name, labels)
+
+
 @dataclass
-class ReferenceBroker(LocalBroker):
+class ReferenceBroker(_Counters, LocalBroker):
     """A reference broker process (``python -m reference_broker``); started by ``start()``."""
 
     def start(self) -> ReferenceBroker:
@@ -391,30 +414,41 @@ class ReferenceBroker(LocalBroker):
     def metrics_url(self) -> str:
         return self.ready["metrics"]
 
-    def metrics(self) -> dict[str, list[dict[str, Any]]]:
-        """The broker's metrics snapshot (see ``reference_broker.metrics.METRIC_HELP``)."""
-        url = self.metrics_url.removesuffix("/metrics") + "/metrics.json"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.load(response)
-
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of the samples of ``name`` whose labels include ``labels``."""
-        return metric_sum(self.metrics(), name, labels)
-
 
 @dataclass
-class ExternalBroker(_Address):
-    """A cluster started elsewhere (``--logbench-bootstrap``). Tests get its address; local
-    powers are available only when ``log_dir`` says where a local broker keeps its data."""
+class ExternalBroker(_Counters, _Address):
+    """A cluster started elsewhere (``--logbench-bootstrap``). Tests get its address; its
+    segment files only when ``log_dir`` says where a local broker keeps its data, its counters
+    only when ``metrics_url`` names its metrics endpoint (``--logbench-metrics-url``).
+
+    ``topic_configs`` and ``partitions`` are what ``broker_factory``'s topic-level settings
+    became (``segment_bytes=`` -> ``segment.bytes``): a cluster's broker settings cannot be
+    changed from a test, but a topic's can, when it is created (``create_topic``).
+    """
 
     bootstrap: str
     log_dir: Path | None = None
+    metrics_url: str | None = None  # type: ignore[assignment]
+    topic_configs: dict[str, str] = field(default_factory=dict)
+    partitions: int | None = None
 
     def _local_only(self, what: str) -> LocalOnly:
         return LocalOnly(
             f"{what} needs a broker process started by logbench; this run uses the "
             f"external cluster at {self.bootstrap} (--logbench-bootstrap)"
         )
+
+    @property
+    def shapes_topics(self) -> bool:
+        """Whether topics of this view must be created with configs or a partition count."""
+        return bool(self.topic_configs) or self.partitions is not None
+
+    def create_topic(self, name: str) -> None:
+        """Create ``name`` with this view's topic configs and partition count."""
+        from pytest_logbench.client import HarnessClient
+
+        with HarnessClient(self.bootstrap) as client:
+            client.create_topic(name, self.partitions or 1, self.topic_configs, exist_ok=False)
 
     def segment_files(self, topic: str | None = None, partition: int | None = None) -> list[Path]:
         if self.log_dir is None:
@@ -434,10 +468,12 @@ class ExternalBroker(_Address):
         raise self._local_only("restart()")
 
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
-        raise self._local_only("broker metrics")
-
-    def metric(self, name: str, **labels: str) -> float:
-        raise self._local_only("broker metrics")
+        if self.metrics_url is None:
+            raise LocalOnly(
+                f"the counters of {self.bootstrap} need --logbench-metrics-url to name its "
+                "metrics endpoint"
+            )
+        return super().metrics()
 
     @property
     def pid(self) -> int:

@@ -63,6 +63,7 @@ __all__ = [
     "cachestat_available",
     "evict",
     "eviction_supported",
+    "files_of",
     "residency",
     "warm",
 ]
@@ -367,35 +368,55 @@ def eviction_supported(directory: PathArg) -> tuple[bool, str]:
 
 @runtime_checkable
 class HasSegmentFiles(Protocol):
-    """Anything that can list its files, e.g. the reference broker (its log segments)."""
+    """Anything that can list its files, e.g. a broker (its log segments, of one topic or
+    all)."""
 
-    def segment_files(self) -> Iterable[PathArg]: ...
+    def segment_files(self, topic: str | None = None) -> Iterable[PathArg]: ...
 
 
 Target = PathArg | HasSegmentFiles | Iterable[PathArg]
+Topics = str | Iterable[str] | None
 
 
-def _resolve(target: Target) -> Paths:
+def files_of(target: Target, topic: Topics = None) -> Paths:
+    """The files of ``target``; of a broker, the segments of ``topic`` (a name or several)
+    when given, so a test measures its own topics and not what others wrote to the broker."""
     if isinstance(target, HasSegmentFiles):
-        return list(target.segment_files())
+        if topic is None:
+            return list(target.segment_files())
+        names = [topic] if isinstance(topic, str) else list(topic)
+        return [path for name in names for path in target.segment_files(name)]
+    if topic is not None:
+        raise TypeError(f"topic= selects a broker's segments; {target!r} is not a broker")
     return target
 
 
 class PageCache:
-    """The ``page_cache`` fixture: the module functions, taking a path, paths or a broker."""
+    """The ``page_cache`` fixture: the module functions, taking a path, paths or a broker
+    (``topic=`` narrows a broker to the segments of that topic or those topics)."""
 
-    def residency(self, target: Target, *, method: Method = "auto") -> Residency:
-        return residency(_resolve(target), method=method)
+    def residency(
+        self, target: Target, *, topic: Topics = None, method: Method = "auto"
+    ) -> Residency:
+        return residency(files_of(target, topic), method=method)
 
-    def evict(self, target: Target, *, offset: int = 0, length: int | None = None) -> EvictResult:
-        return evict(_resolve(target), offset=offset, length=length)
+    def evict(
+        self,
+        target: Target,
+        *,
+        topic: Topics = None,
+        offset: int = 0,
+        length: int | None = None,
+    ) -> EvictResult:
+        return evict(files_of(target, topic), offset=offset, length=length)
 
     def warm(
         self,
         target: Target,
         *,
+        topic: Topics = None,
         method: Literal["read", "willneed"] = "read",
         offset: int = 0,
         length: int | None = None,
     ) -> Residency:
-        return warm(_resolve(target), method=method, offset=offset, length=length)
+        return warm(files_of(target, topic), method=method, offset=offset, length=length)

@@ -13,13 +13,14 @@ Fixtures:
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_logbench import hookspecs
+from pytest_logbench import external, hookspecs
 from pytest_logbench.baselines import Baselines, parse_threshold
 from pytest_logbench.brokers import (
     BrokerOptions,
@@ -31,25 +32,20 @@ from pytest_logbench.brokers import (
 from pytest_logbench.client import Consumer, Producer
 from pytest_logbench.contract import Broker, LocalBroker
 from pytest_logbench.measure import Budget, Meter
+from pytest_logbench.options import BROKER_KINDS, MARKERS, add_options, setting
 from pytest_logbench.plots import plots_unavailable
 from pytest_logbench.report import SessionReport
 from pytest_logbench.results import Result
+from pytest_logbench.topics import TopicNames
 from pytest_logbench.workloads import client_options
 
 if TYPE_CHECKING:
     from pytest_logbench.memory import MemoryBudget
 
 REPORT_KEY = pytest.StashKey[SessionReport]()
+TOPICS_KEY = pytest.StashKey[TopicNames]()
 BUDGET_KEY = pytest.StashKey[Budget]()
 WORKER_RESULTS = "logbench_results"
-BROKER_KINDS = ("reference", "kafka")
-
-MARKERS = {
-    "slow": "slow: takes more than a few seconds; still run in CI",
-    "logbench_local": "logbench_local: needs a broker process on this machine (kill, restart, "
-    "page cache, memory budget); skipped against an external cluster without "
-    "--logbench-log-dir",
-}
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -57,115 +53,26 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("logbench", "logbench: Kafka page cache and zero-copy measurements")
-    group.addoption(
-        "--logbench-bootstrap",
-        metavar="HOST:PORT",
-        default=None,
-        help="run broker fixtures against this external Kafka cluster instead of starting "
-        "reference brokers (ini: logbench_bootstrap)",
-    )
-    group.addoption(
-        "--logbench-log-dir",
-        metavar="DIR",
-        default=None,
-        help="where the external broker keeps its data, enabling page-cache fixtures against it "
-        "(ini: logbench_log_dir)",
-    )
-    group.addoption(
-        "--logbench-broker",
-        choices=BROKER_KINDS,
-        default=None,
-        help="the broker the broker fixtures start: the reference broker (default) or Apache "
-        "Kafka, fetched from Maven Central once, needs Java 17+ (ini: logbench_broker)",
-    )
-    group.addoption(
-        "--logbench-keep-data",
-        action="store_true",
-        default=False,
-        help="keep the reference brokers' log dirs after the tests (they are deleted otherwise)",
-    )
-    group.addoption(
-        "--logbench-json",
-        metavar="PATH",
-        default=None,
-        help="write every measurement result, with machine and commit info, to this JSON file",
-    )
-    group.addoption(
-        "--logbench-save",
-        metavar="NAME",
-        default=None,
-        help="save this session's results as baseline NAME in the storage dir",
-    )
-    group.addoption(
-        "--logbench-compare",
-        metavar="NAME",
-        nargs="?",
-        const="",
-        default=None,
-        help="compare results with saved baseline NAME (a saved name or a JSON path; the latest "
-        "save when NAME is omitted: write --logbench-compare=NAME to avoid eating a test path)",
-    )
-    group.addoption(
-        "--logbench-compare-fail",
-        metavar="METRIC:N%",
-        action="append",
-        default=[],
-        help="fail the session when METRIC got worse than the baseline by more than N%% at 99%% "
-        "confidence (metrics: throughput, records, cpu, syscalls, latency_p99, ...); repeatable",
-    )
-    group.addoption(
-        "--logbench-storage",
-        metavar="DIR",
-        default=None,
-        help="where baselines are saved (default .logbench in the rootdir; ini: logbench_storage)",
-    )
-    group.addoption(
-        "--logbench-plot",
-        metavar="DIR",
-        default=None,
-        help="write PNG and SVG charts (throughput against the baseline, page-cache residency) "
-        "to DIR; needs matplotlib (pip install 'logbench[plot]')",
-    )
-    group.addoption(
-        "--logbench-max-rounds",
-        metavar="N",
-        type=int,
-        default=None,
-        help="while a verdict (the gate, assert_faster, ...) is undecided, record more rounds up "
-        "to N per workload (default 25; ini: logbench_max_rounds)",
-    )
-    group.addoption(
-        "--logbench-budget-seconds",
-        metavar="S",
-        type=float,
-        default=None,
-        help="... and for at most S seconds per measurement (default 90; ini: "
-        "logbench_budget_seconds)",
-    )
-    parser.addini("logbench_max_rounds", "round budget (see --logbench-max-rounds)")
-    parser.addini("logbench_budget_seconds", "time budget (see --logbench-budget-seconds)")
-    parser.addini("logbench_bootstrap", "external cluster address (see --logbench-bootstrap)")
-    parser.addini("logbench_log_dir", "external broker data dir (see --logbench-log-dir)")
-    parser.addini("logbench_storage", "baseline storage dir (see --logbench-storage)")
-    parser.addini("logbench_broker", "broker kind: reference or kafka (see --logbench-broker)")
+    add_options(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS.values():
         config.addinivalue_line("markers", line)
-    bootstrap = _setting(config, "bootstrap")
+    bootstrap = setting(config, "bootstrap")
     port = bootstrap.rsplit(":", 1)[-1] if bootstrap else ""
     if bootstrap is not None and (":" not in bootstrap or not port.isdigit()):
         raise pytest.UsageError(f"--logbench-bootstrap expects HOST:PORT, got {bootstrap!r}")
-    if _setting(config, "broker") not in (None, *BROKER_KINDS):
+    if setting(config, "broker") not in (None, *BROKER_KINDS):
         raise pytest.UsageError(
-            f"logbench_broker must be one of {BROKER_KINDS}, got {_setting(config, 'broker')!r}"
+            f"logbench_broker must be one of {BROKER_KINDS}, got {setting(config, 'broker')!r}"
         )
-    log_dir = _setting(config, "log_dir")
+    log_dir = setting(config, "log_dir")
     if log_dir is not None and not Path(log_dir).is_dir():
         raise pytest.UsageError(f"--logbench-log-dir {log_dir!r} is not a directory")
+    if bootstrap is not None and not (config.option.help or config.option.markers):
+        external.check_reachable(bootstrap)
     config.stash[REPORT_KEY] = _session_report(config)
     _register_hypothesis_profiles()
     config.stash[BUDGET_KEY] = _budget(config)
@@ -209,7 +116,7 @@ def _session_report(config: pytest.Config) -> SessionReport:
     hour of measuring, when its baseline is missing or a threshold is mistyped."""
     option = config.option
     root = config.rootpath
-    storage = Path(_setting(config, "storage") or root / ".logbench")
+    storage = Path(setting(config, "storage") or root / ".logbench")
     try:
         thresholds = tuple(parse_threshold(t) for t in option.logbench_compare_fail)
     except ValueError as exc:
@@ -245,11 +152,6 @@ def _session_report(config: pytest.Config) -> SessionReport:
     )
 
 
-def _setting(config: pytest.Config, name: str) -> str | None:
-    value = config.getoption(f"logbench_{name}") or config.getini(f"logbench_{name}")
-    return value or None
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_logbench_launch_broker(
     log_dir: Path, options: BrokerOptions, work_dir: Path
@@ -275,12 +177,14 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
 
     ``broker_factory(copy=True, segment_bytes=1 << 20)`` takes ``BrokerOptions``' fields and
     any broker setting (``reference_broker.config.SETTINGS``); ``kind="kafka"`` starts Apache
-    Kafka (default: ``--logbench-broker``). Against an external cluster it returns the cluster
-    (settings that need this broker's own process skip the test), and settings a kind of broker
-    cannot honour skip it too.
+    Kafka (default: ``--logbench-broker``). Against an external cluster it returns a view of
+    the cluster: topic-level settings become topic configs of the test's ``topic`` names,
+    settings that need this broker's own process skip the test. Settings a kind of broker
+    cannot honour skip it too. The launch hook is called through the test's own conftests.
     """
     config = request.config
-    external = _setting(config, "bootstrap")
+    external = setting(config, "bootstrap")
+    hook = request.node.ihook  # only the conftests of the test's own directories
     # Under pytest's basetemp: if pytest itself is killed, its retention policy removes what
     # the teardown below could not.
     work_root = request.getfixturevalue("tmp_path_factory").mktemp("logbench")
@@ -288,29 +192,20 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
     budgets: list[Any] = []
 
     def start(**changes: Any) -> Any:
-        changes.setdefault("kind", _setting(config, "broker") or "reference")
+        changes.setdefault("kind", setting(config, "broker") or "reference")
         options = BrokerOptions().with_(**changes)
         if external is not None:
-            local_needs = options.local_only() + [
-                k for k in ("tls", "memory_limit_bytes") if getattr(options, k)
-            ]
-            if local_needs:
-                pytest.skip(
-                    f"options {local_needs} need a reference broker started by logbench;"
-                    f" this run uses the external cluster at {external}"
-                )
-            log_dir = _setting(config, "log_dir")
-            return ExternalBroker(external, Path(log_dir) if log_dir else None)
+            return _external_broker(request, external, options)
         log_dir = work_root / f"broker{len(started)}"
         try:
-            broker = config.hook.pytest_logbench_launch_broker(
+            broker = hook.pytest_logbench_launch_broker(
                 log_dir=log_dir, options=options, work_dir=work_root
             )
         except ReferenceOnly as exc:  # e.g. copy=True on Kafka
             pytest.skip(str(exc))
         if options.memory_limit_bytes is not None:
             budgets.append(_attach_memory_budget(broker, options.memory_limit_bytes))
-        broker.after_start.append(lambda b: config.hook.pytest_logbench_broker_ready(broker=b))
+        broker.after_start.append(lambda b: hook.pytest_logbench_broker_ready(broker=b))
         started.append(broker)
         return broker.start()
 
@@ -335,6 +230,57 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
                 )
         if errors:
             raise RuntimeError("stopping brokers failed: " + "; ".join(errors))
+
+
+def _external_broker(
+    request: pytest.FixtureRequest, bootstrap: str, options: BrokerOptions
+) -> ExternalBroker:
+    """The external cluster as this test's broker, with its topic-level settings."""
+    config = request.config
+    log_dir, metrics_url = setting(config, "log_dir"), setting(config, "metrics_url")
+    shape = external.external_view(options, bootstrap)
+    broker = ExternalBroker(bootstrap, Path(log_dir) if log_dir else None, metrics_url, **shape)
+    if broker.shapes_topics:
+        topics = _topics_of(request)
+        shape = (broker.topic_configs, broker.partitions)
+        if shaped := [(b.topic_configs, b.partitions) for b in topics.brokers]:
+            if shape != shaped[0]:  # one cluster: its topics are created once
+                raise ValueError(
+                    f"this test's topics are already created with configs {shaped[0][0]} "
+                    f"and {shaped[0][1]} partitions on the external cluster; a second "
+                    f"broker_factory call asks for {shape[0]} and {shape[1]}"
+                )
+            return broker
+        if not topics.names:
+            warnings.warn(
+                f"{request.node.nodeid}: topic settings {broker.topic_configs} (partitions "
+                f"{broker.partitions}) apply on the external cluster to the topics of the "
+                "topic / topic_factory fixtures only, and this test has none yet",
+                pytest.PytestWarning,
+                stacklevel=3,
+            )
+        topics.attach(broker)
+    return broker
+
+
+def _topics_of(request: pytest.FixtureRequest) -> TopicNames:
+    node = request.node
+    if TOPICS_KEY not in node.stash:
+        node.stash[TOPICS_KEY] = TopicNames(getattr(node, "originalname", node.name))
+    return node.stash[TOPICS_KEY]
+
+
+@pytest.fixture
+def topic_factory(request: pytest.FixtureRequest) -> TopicNames:
+    """New topic names for this test: ``topic_factory()``, ``topic_factory("orders")``.
+    Unique per test and run, so tests sharing a cluster never read each other's records."""
+    return _topics_of(request)
+
+
+@pytest.fixture
+def topic(topic_factory: TopicNames) -> str:
+    """A topic name of this test's own (see ``topic_factory``)."""
+    return topic_factory()
 
 
 def _attach_memory_budget(broker: LocalBroker, limit_bytes: int) -> MemoryBudget:
@@ -375,13 +321,12 @@ def consumer(broker: Broker) -> Iterator[Consumer]:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Skip ``logbench_local`` tests against an external cluster without a known log dir."""
-    external = _setting(item.config, "bootstrap")
-    if external is not None and item.get_closest_marker("logbench_local") is not None:
-        pytest.skip(
-            f"marked logbench_local: needs a broker process on this machine; this run "
-            f"uses the external cluster at {external}"
-        )
+    """Against an external cluster, skip before any fixture or work a test that needs what
+    this run does not provide (its ``logbench_local`` marker, fixtures and calls)."""
+    bootstrap = setting(item.config, "bootstrap")
+    if bootstrap is not None:
+        provided = {n for n, key in external.PROVIDED_BY.items() if setting(item.config, key)}
+        external.skip_unless_provided(item, bootstrap, provided)
 
 
 @pytest.fixture
@@ -426,6 +371,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """A test whose measurements regressed beyond a ``--logbench-compare-fail`` threshold
     fails as an item, with the verdict as its failure text."""
     report = yield
+    if (
+        report.skipped
+        and call.excinfo is not None
+        and call.excinfo.errisinstance(external.ExternalSkip)
+    ):  # the test's own location in -rs, not the plugin line that raised
+        path, line = item.reportinfo()[:2]
+        report.longrepr = (str(path), (line or 0) + 1, f"Skipped: {call.excinfo.value.msg}")
     session_report = item.config.stash.get(REPORT_KEY, None)
     if (
         call.when == "call"
@@ -486,4 +438,4 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Iterator[None]:
     try:
         return (yield)
     except LocalOnly as exc:
-        pytest.skip(str(exc))
+        external.skip(str(exc))

@@ -138,7 +138,7 @@ class SessionReport:
         if self.save is not None:
             self.written.append(Baselines(self.storage).save(self.save, data))
         if self.plot_dir is not None:
-            self.written += write_plots(self.plot_dir, self.results, baseline)
+            self.written += write_plots(self.plot_dir, self.results, baseline, self.changes)
 
     def lines(self) -> list[str]:
         """The terminal summary: one row per result and metric (throughput, p99 latency and

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from pytest_logbench.brokers import NotMeasuredHere
 from pytest_logbench.latency import PERCENTILES, Latency, LatencySummary, summarize_encoded
 from pytest_logbench.stats import Stats, format_number, ratio, summarize
 
@@ -179,7 +180,10 @@ class Result:
     def stats(self, metric: str) -> Stats:
         values = self.values(metric)
         if not values:
-            raise ValueError(f"{self.key}: {metric} was not measured ({self._why_missing(metric)})")
+            message = f"{self.key}: {metric} was not measured ({self._why_missing(metric)})"
+            if self.workload.get("broker") == "external":
+                raise NotMeasuredHere(message)
+            raise ValueError(message)
         return summarize(values)
 
     def _why_missing(self, metric: str) -> str:

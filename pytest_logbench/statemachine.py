@@ -29,6 +29,7 @@ Extend it by subclassing and adding ``@rule``s that use ``produce``, ``read`` an
 
 from __future__ import annotations
 
+import contextlib
 import time
 import types
 import uuid
@@ -146,6 +147,9 @@ class LogStateMachine(RuleBasedStateMachine):
     examples_per_broker: ClassVar[int] = 20
     partitions: ClassVar[int] = 2
     max_restarts: ClassVar[int] = 1
+    # How long Hypothesis may shrink a failure: every example it tries drives a broker, so
+    # its own bound (five minutes) would hold a CI job that long before the report.
+    shrink_seconds: ClassVar[float] = 45.0
     brokers: ClassVar[BrokerSupply | None] = None  # bound by run_log_state_machine
 
     def __init__(self) -> None:
@@ -509,7 +513,8 @@ def run_log_state_machine(
     ``settings`` default to ``LOG_MACHINE_CI_EXAMPLES`` examples scaled by the loaded profile.
     The machine is bound to its brokers in a subclass of the same name, so ``@seed`` and
     ``@reproduce_failure`` placed on ``machine`` apply, and the printed failing program reads
-    ``state = <machine>()``.
+    ``state = <machine>()``. A failure prints its ``@reproduce_failure`` blob, and shrinking
+    stops after ``machine.shrink_seconds``.
     """
     supply = BrokerSupply(broker_factory, machine.broker_options, machine.examples_per_broker)
     namespace = {
@@ -521,6 +526,28 @@ def run_log_state_machine(
     # Without a profile (a user's project has no logbench conftest), still no deadline and no
     # too-slow health check: steps talk to a real broker and restarts take what they take.
     default = examples(
-        LOG_MACHINE_CI_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        LOG_MACHINE_CI_EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        print_blob=True,  # a CI failure is replayed locally with @reproduce_failure
     )
-    run_state_machine_as_test(bound, settings=settings or default)
+    with shrinking_bounded(machine.shrink_seconds):
+        run_state_machine_as_test(bound, settings=settings or default)
+
+
+@contextlib.contextmanager
+def shrinking_bounded(seconds: float) -> Iterator[None]:
+    """Let Hypothesis shrink a failure for at most ``seconds`` (it then reports the smallest
+    example found so far, with a warning that it stopped shrinking).
+
+    Hypothesis has no setting for this; its engine's ``MAX_SHRINKING_SECONDS`` (five minutes)
+    is documented there as the value to monkeypatch, so it is changed for this run only.
+    """
+    from hypothesis.internal.conjecture import engine
+
+    saved = engine.MAX_SHRINKING_SECONDS
+    engine.MAX_SHRINKING_SECONDS = min(saved, seconds)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        engine.MAX_SHRINKING_SECONDS = saved

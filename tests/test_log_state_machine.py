@@ -22,6 +22,8 @@ from pytest_logbench.strategies import (
 from reference_broker.errors import ErrorCode
 from reference_broker.records import Record
 
+pytest_plugins = ["pytester"]
+
 BATCH = BatchSpec((Record(0, 1_000, b"key", b"value", []),))
 
 
@@ -75,3 +77,37 @@ def test_topic_names_follow_kafkas_rule(broker: Any, valid: list[str], invalid: 
                 client.create_topic(name)
             except KafkaError as exc:  # Kafka refuses names that collide in '.' versus '_'
                 assert exc.code == ErrorCode.INVALID_TOPIC_EXCEPTION and "collides" in str(exc)
+
+
+BROKEN_MACHINE = """
+from hypothesis.stateful import rule
+
+from pytest_logbench.statemachine import LogStateMachine, run_log_state_machine
+from pytest_logbench.strategies import batches
+
+
+class BrokenLog(LogStateMachine):
+    shrink_seconds = {shrink_seconds}
+
+    @rule(spec=batches(max_records=5))
+    def produce_small_batches_only(self, spec):
+        self.produce(0, [spec])
+        assert len(spec) < 3, "a deliberate failure"
+
+
+def test_broken(broker_factory):
+    run_log_state_machine(broker_factory, BrokenLog)
+"""
+
+
+@pytest.mark.slow
+def test_a_failing_machine_prints_its_blob_and_stops_shrinking_at_its_bound(pytester):
+    """With ``shrink_seconds = 0`` Hypothesis stops at its first shrink step and says so; the
+    report carries the ``@reproduce_failure`` blob either way."""
+    pytester.makepyfile(BROKEN_MACHINE.format(shrink_seconds=0))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*a deliberate failure*", "*stopped because it is making very slow progress*"]
+    )
+    result.stdout.fnmatch_lines(["*@reproduce_failure(*"])

@@ -10,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-
-from pytest_logbench.brokers import ReferenceBroker
 
 pytest_plugins = ["pytester"]
 
@@ -46,7 +45,7 @@ def _gone(pid: int) -> bool:
 
 def test_markers_and_options_are_documented(pytester):
     markers = pytester.runpytest("--markers").stdout.str()
-    assert "slow:" in markers and "logbench_local:" in markers
+    assert "slow:" in markers and "logbench_local(*needs):" in markers
     help_text = pytester.runpytest("--help").stdout.str()
     for option in ("--logbench-bootstrap", "--logbench-log-dir", "--logbench-keep-data"):
         assert option in help_text
@@ -151,44 +150,6 @@ def test_broker_that_fails_to_start_reports_its_stderr(pytester):
     result.stdout.fnmatch_lines(["*BrokerStartError*exited with status*", "*segment_bytes*"])
 
 
-def test_external_cluster_skips_local_powers(pytester, tmp_path):
-    external = ReferenceBroker(tmp_path / "external").start()
-    try:
-        pytester.makepyfile(f"""
-            def test_address(broker):
-                assert broker.bootstrap == "{external.bootstrap}"
-
-            def test_kill(broker):
-                broker.kill()
-
-            def test_copy_mode(broker_factory):
-                broker_factory(copy=True)
-
-            def test_page_cache(broker, page_cache):
-                page_cache.residency(broker)
-        """)
-        result = pytester.runpytest("--logbench-bootstrap", external.bootstrap, "-rs")
-        result.assert_outcomes(passed=1, skipped=3)
-        result.stdout.fnmatch_lines(
-            [
-                "*kill() needs a broker process started by logbench*",
-                "*need a reference broker started by logbench*",
-                "*needs --logbench-log-dir*",
-            ]
-        )
-        with_dir = pytester.runpytest(
-            "--logbench-bootstrap",
-            external.bootstrap,
-            "--logbench-log-dir",
-            str(external.log_dir),
-            "-k",
-            "page_cache",
-        )
-        with_dir.assert_outcomes(passed=1)
-    finally:
-        external.stop()
-
-
 def test_launcher_hook_replaces_the_reference_broker(pytester):
     pytester.makeconftest("""
         from pytest_logbench.brokers import ReferenceBroker
@@ -214,6 +175,28 @@ def test_launcher_hook_replaces_the_reference_broker(pytester):
             assert launched[-1] == "ready"
     """)
     pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_the_launcher_hook_of_a_conftest_changes_only_the_tests_beside_it(pytester):
+    """pytest calls a conftest's hooks for the tests under its directory only."""
+    hooks = pytester.mkpydir("hooks")
+    (hooks / "conftest.py").write_text(
+        "from pytest_logbench.brokers import ReferenceBroker\n\n"
+        "def pytest_logbench_launch_broker(log_dir, options, work_dir):\n"
+        "    return ReferenceBroker(log_dir, options.with_(num_partitions=3), work_dir=work_dir)\n"
+    )
+    check = """
+        from pytest_logbench.client import HarnessClient
+        from reference_broker.record_codec import build_batch
+
+        def test_partitions(broker):
+            with HarnessClient(broker.bootstrap) as client:
+                client.produce("auto", 0, build_batch([(None, b"x", [])]))
+                assert client.partitions("auto") == {n}
+    """
+    (hooks / "test_inside.py").write_text(textwrap.dedent(check.format(n=3)))
+    pytester.makepyfile(test_outside=check.format(n=1))
+    pytester.runpytest().assert_outcomes(passed=2)
 
 
 @pytest.mark.slow
@@ -242,26 +225,6 @@ def test_producer_and_consumer_fixtures_are_bound_to_the_broker(broker, producer
     fetched = consumer.consume("bound")
     assert fetched.bytes == sent.bytes and fetched.records == sent.records
     assert broker.metric("logbench_produce_bytes_total") == sent.bytes
-
-
-def test_logbench_local_marker_skips_against_an_external_cluster(pytester, tmp_path):
-    external = ReferenceBroker(tmp_path / "external").start()
-    try:
-        pytester.makepyfile("""
-            import pytest
-
-            @pytest.mark.logbench_local
-            def test_needs_local(broker):
-                pass
-
-            def test_portable(broker):
-                assert broker.bootstrap
-        """)
-        result = pytester.runpytest("--logbench-bootstrap", external.bootstrap, "-rs")
-        result.assert_outcomes(passed=1, skipped=1)
-        result.stdout.fnmatch_lines(["*marked logbench_local*"])
-    finally:
-        external.stop()
 
 
 def test_kept_data_is_under_pytests_basetemp_and_its_path_printed(pytester):

@@ -55,7 +55,8 @@ def _readme_python_files() -> dict[str, str]:
 
 def test_readme_has_runnable_examples_for_every_fixture():
     text = "\n".join(_readme_python_files().values())
-    for fixture in ("broker", "broker_factory", "page_cache", "producer", "consumer", "measure"):
+    fixtures = ("broker", "broker_factory", "page_cache", "producer", "consumer", "measure")
+    for fixture in (*fixtures, "topic", "topic_factory"):
         assert re.search(rf"def test_\w+\([^)]*\b{fixture}\b", text), fixture
 
 
@@ -70,6 +71,48 @@ def test_readme_example_runs(pytester, name):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     outcomes = result.parseoutcomes()
     assert result.ret == 0 and outcomes.get("passed", 0) >= 1, outcomes
+
+
+# Records every test that skipped only after its body began (it did work first).
+LATE_SKIPS = """
+from pathlib import Path
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and report.when == "call":
+        with Path(__file__).with_name("late-skips.txt").open("a") as f:
+            f.write(report.nodeid + "\\n")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("provided", [(), ("log_dir", "metrics_url")], ids=["address", "all"])
+def test_the_docs_examples_run_unchanged_against_an_external_broker(pytester, tmp_path, provided):
+    """Every example passes, or skips before its body runs, at its own location; the log dir
+    and the metrics endpoint, when given, let more of them run."""
+    from pytest_logbench.brokers import ReferenceBroker
+
+    examples = {n.removesuffix(".py"): t for n, t in _readme_python_files().items()}
+    del examples["conftest"]  # a launch hook: external runs launch nothing
+    pytester.makeconftest(LATE_SKIPS)
+    pytester.makepyfile(**examples)
+    broker = ReferenceBroker(tmp_path / "external").start()
+    try:
+        args = ["--logbench-bootstrap", broker.bootstrap, "-rs", "-p", "no:cacheprovider"]
+        if provided:
+            args += ["--logbench-log-dir", str(broker.log_dir)]
+            args += ["--logbench-metrics-url", broker.metrics_url]
+        result = pytester.runpytest_subprocess(*args)
+    finally:
+        broker.stop()
+    outcomes = result.parseoutcomes()
+    assert result.ret == 0 and outcomes.get("passed", 0) >= 1, outcomes
+    late = pytester.path / "late-skips.txt"
+    assert not late.exists(), f"skipped after doing work: {late.read_text()}"
+    skips = [line for line in result.outlines if line.startswith("SKIPPED")]
+    assert skips and not [line for line in skips if "pytest_logbench" in line], skips
+    if provided:  # the README's first test needs the counters, the page-cache one the log dir
+        assert not [line for line in skips if "test_first" in line or "test_page_cache.py" in line]
 
 
 def test_the_docs_document_every_metric():
