@@ -166,7 +166,7 @@ class _FleetMember:
         if lag is None:
             position = _resolve(client, spec.topic, spec.partition, plan["start"])
         else:
-            per_record = _bytes_per_record(client, spec.topic, spec.partition, end)
+            per_record = bytes_per_record(client, spec.topic, spec.partition, end)
             earliest = client.list_offset(spec.topic, spec.partition, -2)[0]
             position = max(earliest, end - _records_behind(lag, per_record))
         until = plan.get("until")
@@ -263,7 +263,7 @@ def _records_behind(lag: dict[str, int], per_record: float) -> int:
     return int(lag["bytes"] / per_record) if per_record > 0 else 0
 
 
-def _bytes_per_record(client: HarnessClient, topic: str, partition: int, end: int) -> float:
+def bytes_per_record(client: HarnessClient, topic: str, partition: int, end: int) -> float:
     """Bytes per record of the newest batch (0 for an empty log): a fetch of one byte at the
     last offset returns that whole batch (KIP-74)."""
     if end <= 0:
