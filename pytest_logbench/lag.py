@@ -107,6 +107,18 @@ class FleetResult:
     def report(self) -> str:
         return "\n".join(member.summary() for member in self.members)
 
+    def latency(self, role: str, quantile: float) -> float:
+        """A latency quantile in seconds over all members of ``role`` (nearest rank), 0 when
+        none was measured."""
+        pooled = MemberResult("all", role)
+        pooled.latencies = [x for member in self.by_role(role) for x in member.latencies]
+        return pooled.latency(quantile)
+
+    def mean_latency(self, role: str) -> float:
+        """The mean latency in seconds over all members of ``role`` (0 when none)."""
+        samples = [x for member in self.by_role(role) for x in member.latencies]
+        return statistics.fmean(samples) if samples else 0.0
+
     def median_mb_per_s(self, role: str) -> float:
         rates = [m.mb_per_s for m in self.by_role(role)]
         return statistics.median(rates) if rates else 0.0
