@@ -48,6 +48,7 @@ PRODUCE_VERSION = 8
 METADATA_VERSION = 8
 LIST_OFFSETS_VERSION = 5
 CREATE_TOPICS_VERSION = 4
+OFFSET_COMMIT_VERSION = 7
 _CORRELATION = struct.Struct(">i")
 _CORRELATION_POS = 8  # size prefix (4), api key (2), api version (2)
 
@@ -269,6 +270,26 @@ class HarnessClient(Connection):
         if part["error_code"]:
             raise KafkaError(part["error_code"], f"ListOffsets {topic}-{partition}")
         return part["offset"], part["timestamp"]
+
+    def commit(self, group: str, topic: str, partition: int, offset: int) -> None:
+        """Commit ``offset`` for ``group`` as a standalone consumer (no membership: generation
+        -1, as Kafka allows for a group with no members): a consumer group's position, for
+        lag tools and tutorials, without running a group member."""
+        body = {
+            "group_id": group,
+            "generation_id_or_member_epoch": -1,
+            "member_id": "",
+            "topics": [
+                {
+                    "name": topic,
+                    "partitions": [{"partition_index": partition, "committed_offset": offset}],
+                }
+            ],
+        }
+        [result] = self.request(ApiKey.OFFSET_COMMIT, OFFSET_COMMIT_VERSION, body)["topics"]
+        [part] = result["partitions"]
+        if part["error_code"]:
+            raise KafkaError(part["error_code"], f"OffsetCommit {group} {topic}-{partition}")
 
 
 # What a partition answers between its creation and its broker becoming its leader.

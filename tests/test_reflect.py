@@ -11,24 +11,9 @@ import pytest
 
 from pytest_logbench.client import Consumer, HarnessClient, Producer
 from pytest_logbench.reflect import reflect, render
-from reference_broker.protocol.api_keys import ApiKey
 
 MIB = 1 << 20
 LOGBENCH = Path(sys.executable).with_name("logbench")
-
-
-def _commit(client: HarnessClient, group: str, topic: str, offset: int) -> None:
-    """A standalone consumer's commit (no membership: generation -1), as Kafka allows."""
-    body = {
-        "group_id": group,
-        "generation_id_or_member_epoch": -1,
-        "member_id": "",
-        "topics": [
-            {"name": topic, "partitions": [{"partition_index": 0, "committed_offset": offset}]}
-        ],
-    }
-    [topic_result] = client.request(ApiKey.OFFSET_COMMIT, 7, body)["topics"]
-    assert topic_result["partitions"][0]["error_code"] == 0
 
 
 @pytest.fixture
@@ -43,8 +28,8 @@ def busy(broker_factory):
         producer.close()
     with HarnessClient(broker.bootstrap) as client:
         end = client.list_offset("events", 0, -1)[0]
-        _commit(client, "nightly-batch", "events", 0)
-        _commit(client, "dashboard", "events", end)
+        client.commit("nightly-batch", "events", 0, 0)
+        client.commit("dashboard", "events", 0, end)
     consumer = Consumer(broker.bootstrap)
     try:
         consumer.consume("events", until_offset=end // 2)  # history
