@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_logbench.client import Consumer, Producer
 from pytest_logbench.disk import (
     PROFILES,
     DiskProfile,
@@ -198,3 +199,30 @@ def test_broker_factory_refuses_an_unknown_profile(pytester: pytest.Pytester) ->
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*unknown disk profile 'floppy'*"])
+
+
+@pytest.mark.slow
+def test_the_kafka_launcher_gets_the_profile_too(broker_factory, page_cache):
+    from pytest_logbench import kafka
+
+    if (reason := kafka.unavailable_reason()) is not None:
+        pytest.skip(reason)
+    broker = broker_factory(kind="kafka", disk=SLOW)
+    throttle = broker.disk_throttle
+    assert throttle.pids() == [broker.pid]
+    producer = Producer(broker.bootstrap)
+    try:
+        producer.produce("cold", 8 * MiB)
+    finally:
+        producer.close()
+    files = broker.segment_files("cold")
+    os.sync()
+    assert page_cache.evict(files).complete
+    before = throttle.read_bytes()
+    consumer = Consumer(broker.bootstrap)
+    try:
+        assert consumer.consume("cold").bytes >= 8 * MiB
+    finally:
+        consumer.close()
+    # Kafka's reads of the evicted segment went through the throttle.
+    assert throttle.read_bytes() - before >= 7 * MiB
