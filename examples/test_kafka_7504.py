@@ -30,7 +30,7 @@ import os
 
 import pytest
 
-from pytest_logbench.client import Producer
+from pytest_logbench.client import fill
 from pytest_logbench.lag import Fleet, FleetResult
 
 MIB = 1 << 20
@@ -67,11 +67,7 @@ def test_a_replay_on_a_slow_disk_stalls_the_producer(broker_factory, page_cache)
         for warm in (False, True)
     }
     for broker in brokers.values():
-        producer = Producer(broker.bootstrap)
-        try:
-            producer.produce("events", TOPIC_BYTES)
-        finally:
-            producer.close()
+        fill(broker.bootstrap, "events", TOPIC_BYTES)
     os.sync()  # the fill's writeback would otherwise land in the first phase
 
     rows = []

@@ -25,7 +25,7 @@ import os
 
 import pytest
 
-from pytest_logbench.client import Producer
+from pytest_logbench.client import fill
 from pytest_logbench.lag import Fleet, FleetResult
 
 MIB = 1 << 20
@@ -49,11 +49,7 @@ def test_a_throttled_replay_spares_the_peak(broker_factory, page_cache):
     broker = broker_factory(
         disk="hdd", memory_limit_bytes=BUDGET, segment_bytes=SEGMENT, tail_window_bytes=SEGMENT
     )
-    producer = Producer(broker.bootstrap)
-    try:
-        producer.produce("events", TOPIC_BYTES)
-    finally:
-        producer.close()
+    fill(broker.bootstrap, "events", TOPIC_BYTES)
     os.sync()  # the fill's writeback would otherwise land in the first phase
 
     plans = {"unthrottled": {}, "throttled": {"rate_mb_s": THROTTLE_MB_S}, "off-peak": None}

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from pytest_logbench.client import Consumer, Producer
+from pytest_logbench.client import Consumer, fill
 
 MIB = 1 << 20
 TOTAL = 32 * MIB
@@ -80,11 +80,7 @@ CLIENTS = {"confluent-kafka": _confluent, "kafka-python": _kafka_python, "harnes
 
 @pytest.mark.slow
 def test_every_client_is_served_by_sendfile(broker, page_cache):
-    producer = Producer(broker.bootstrap)
-    try:
-        transfer = producer.produce("events", TOTAL, record_bytes=RECORD)
-    finally:
-        producer.close()
+    transfer = fill(broker.bootstrap, "events", TOTAL, record_bytes=RECORD)
     count = transfer.records
     page_cache.warm(broker.segment_files("events"))
 

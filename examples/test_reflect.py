@@ -24,7 +24,7 @@ import threading
 
 import pytest
 
-from pytest_logbench.client import HarnessClient, Producer
+from pytest_logbench.client import HarnessClient, fill
 from pytest_logbench.lag import Fleet
 from pytest_logbench.reflect import reflect, render
 
@@ -34,11 +34,7 @@ MIB = 1 << 20
 @pytest.mark.slow
 def test_reflect_on_a_broker_with_a_replay_at_peak(broker_factory):
     broker = broker_factory(segment_bytes=8 * MIB, tail_window_bytes=8 * MIB)
-    producer = Producer(broker.bootstrap)
-    try:
-        producer.produce("events", 64 * MIB)
-    finally:
-        producer.close()
+    fill(broker.bootstrap, "events", 64 * MIB)
     with HarnessClient(broker.bootstrap) as client:
         end = client.list_offset("events", 0, -1)[0]
         client.commit("nightly-batch", "events", 0, 0)

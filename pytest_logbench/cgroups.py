@@ -21,6 +21,8 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import psutil
 
@@ -234,6 +236,76 @@ def empty_and_remove(cgroup: Path, parent: Path) -> None:
         else:
             return
     raise OSError(errno.EBUSY, "cgroup still busy after moving its processes out", str(cgroup))
+
+
+class ChildCgroup:
+    """A child cgroup of one controller, to put processes in: the life cycle that memory budgets
+    and disk throttles share. Subclasses write their limits in ``_configure`` (if it fails, the
+    cgroup is removed again) and name themselves in ``kind`` (for errors).
+
+    Use as a context manager (or call ``close()``): closing moves any processes still inside back
+    to the parent cgroup, so they keep running unconstrained, and removes the cgroup.
+    """
+
+    kind = "cgroup"
+
+    def __init__(self, controller: Controller, name_prefix: str) -> None:
+        check_prefix(name_prefix)
+        self._placement = require(controller)
+        self.path: Path = make_child(self._placement.parent, name_prefix)
+        self._closed = False
+        try:
+            self._configure()
+        except BaseException:
+            os.rmdir(self.path)
+            raise
+
+    def _configure(self) -> None:
+        """Write the cgroup's limits (nothing by default)."""
+
+    @property
+    def version(self) -> int:
+        """1 or 2: the cgroup hierarchy in use."""
+        return self._placement.version
+
+    @property
+    def parent(self) -> Path:
+        """The cgroup this process is in; processes are moved back here on close."""
+        return self._placement.parent
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self.kind} {self.path} is closed")
+
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` (all its threads) into the cgroup; ProcessLookupError if gone."""
+        self._check_open()
+        write(self.path / "cgroup.procs", str(pid))
+
+    def pids(self) -> list[int]:
+        """Processes currently in the cgroup."""
+        return [] if self._closed else read_pids(self.path)
+
+    def close(self) -> None:
+        """Move remaining processes to the parent and remove the cgroup. Idempotent."""
+        if not self._closed:
+            empty_and_remove(self.path, self.parent)
+            self._closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def _owner_alive(pid: int, created: float) -> bool:

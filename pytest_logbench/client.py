@@ -393,6 +393,16 @@ class Producer:
             )
 
 
+def fill(bootstrap: str, topic: str, total_bytes: int, **options: Any) -> Transfer:
+    """Append ``total_bytes`` to ``topic`` with a producer of its own, closed afterwards (the
+    set-up step of most experiments); ``options`` go to ``Producer.produce``."""
+    producer = Producer(bootstrap)
+    try:
+        return producer.produce(topic, total_bytes, **options)
+    finally:
+        producer.close()
+
+
 class Consumer:
     """Fetches partitions from an offset to a target, counting bytes, records and batches.
 

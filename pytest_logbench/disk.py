@@ -35,7 +35,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from pytest_logbench import cgroups
 from pytest_logbench.cgroups import CgroupUnavailableError
@@ -196,12 +195,14 @@ def disk_support(path: str | os.PathLike[str]) -> tuple[bool, str]:
     return True, f"{reason}, throttling {device.how}"
 
 
-class DiskThrottle:
+class DiskThrottle(cgroups.ChildCgroup):
     """A child blkio/io cgroup that gives its processes ``profile``'s disk for ``path``'s device.
 
     Use as a context manager (or call ``close()``): closing moves processes still inside back to
     the parent cgroup (they run unthrottled again) and removes the cgroup.
     """
+
+    kind = "disk throttle"
 
     def __init__(
         self,
@@ -211,17 +212,9 @@ class DiskThrottle:
     ) -> None:
         self.profile = profile(spec)
         self.device = block_device(path)
-        cgroups.check_prefix(name_prefix)
-        self._placement = cgroups.require(BLKIO)
-        self.path: Path = cgroups.make_child(self._placement.parent, name_prefix)
-        self._closed = False
-        try:
-            self._apply()
-        except BaseException:
-            os.rmdir(self.path)
-            raise
+        super().__init__(BLKIO, name_prefix)
 
-    def _apply(self) -> None:
+    def _configure(self) -> None:
         limits = self.profile.limits()
         key = self.device.key
         if self.version == 2:
@@ -231,32 +224,9 @@ class DiskThrottle:
         for name, value in limits.items():
             cgroups.write(self.path / _V1_FILES[name], f"{key} {value}")
 
-    @property
-    def version(self) -> int:
-        """1 or 2: the cgroup hierarchy in use."""
-        return self._placement.version
-
-    @property
-    def parent(self) -> Path:
-        return self._placement.parent
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def add(self, pid: int) -> None:
-        """Move process ``pid`` (all its threads) into the throttle; ProcessLookupError if gone."""
-        if self._closed:
-            raise RuntimeError(f"disk throttle {self.path} is closed")
-        cgroups.write(self.path / "cgroup.procs", str(pid))
-
-    def pids(self) -> list[int]:
-        return [] if self._closed else cgroups.read_pids(self.path)
-
     def limits(self) -> dict[str, int]:
         """The limits the kernel holds for the device now (read back, not what was asked)."""
-        if self._closed:
-            raise RuntimeError(f"disk throttle {self.path} is closed")
+        self._check_open()
         found: dict[str, int] = {}
         if self.version == 2:
             for line in (self.path / "io.max").read_text().splitlines():
@@ -276,8 +246,7 @@ class DiskThrottle:
 
     def read_bytes(self) -> int:
         """Bytes the processes of this cgroup have read from the device (the throttle's count)."""
-        if self._closed:
-            raise RuntimeError(f"disk throttle {self.path} is closed")
+        self._check_open()
         if self.version == 2:
             for line in (self.path / "io.stat").read_text().splitlines():
                 key, *items = line.split()
@@ -290,23 +259,6 @@ class DiskThrottle:
             if len(parts) == 3 and parts[0] == self.device.key and parts[1] == "Read":
                 return int(parts[2])
         return 0
-
-    def close(self) -> None:
-        """Move remaining processes to the parent and remove the cgroup. Idempotent."""
-        if not self._closed:
-            cgroups.empty_and_remove(self.path, self.parent)
-            self._closed = True
-
-    def __enter__(self) -> DiskThrottle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else str(self.profile)

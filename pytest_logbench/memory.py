@@ -12,9 +12,7 @@ of this process's own cgroup only; v2 where the memory controller is delegated, 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from types import TracebackType
 from typing import TypedDict
 
 from pytest_logbench import cgroups
@@ -50,7 +48,7 @@ def cgroup_support() -> tuple[bool, str]:
     return cgroups.support(MEMORY)
 
 
-class MemoryBudget:
+class MemoryBudget(cgroups.ChildCgroup):
     """A child memory cgroup with a limit; put processes in it with ``add(pid)``.
 
     Use as a context manager (or call ``close()``): closing moves any processes still inside back
@@ -60,54 +58,26 @@ class MemoryBudget:
     the files first if they were already cached.
     """
 
+    kind = "memory budget"
+
     def __init__(self, limit_bytes: int, name_prefix: str = "logbench") -> None:
         if limit_bytes <= 0:
             raise ValueError(f"limit_bytes must be positive, got {limit_bytes}")
-        cgroups.check_prefix(name_prefix)
-        placement = cgroups.require(MEMORY)
-        self._placement = placement
-        self.path: Path = cgroups.make_child(placement.parent, name_prefix)
-        self._closed = False
-        try:
-            cgroups.write(self.path / _LIMIT_FILE[placement.version], str(limit_bytes))
-        except BaseException:
-            os.rmdir(self.path)
-            raise
+        self._asked = limit_bytes
+        super().__init__(MEMORY, name_prefix)
         # Read back: the kernel rounds the limit to whole pages.
-        self.limit_bytes: int = self._read_int(_LIMIT_FILE[placement.version])
+        self.limit_bytes: int = self._read_int(_LIMIT_FILE[self.version])
 
-    @property
-    def version(self) -> int:
-        """1 or 2: the cgroup hierarchy in use."""
-        return self._placement.version
-
-    @property
-    def parent(self) -> Path:
-        """The cgroup this process is in; processes are moved back here on close."""
-        return self._placement.parent
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    def _configure(self) -> None:
+        cgroups.write(self.path / _LIMIT_FILE[self.version], str(self._asked))
 
     def _read_int(self, name: str) -> int:
         text = (self.path / name).read_text().strip()
         return 2**63 - 1 if text == "max" else int(text)
 
-    def add(self, pid: int) -> None:
-        """Move process ``pid`` (all its threads) into the budget; ProcessLookupError if gone."""
-        if self._closed:
-            raise RuntimeError(f"memory budget {self.path} is closed")
-        cgroups.write(self.path / "cgroup.procs", str(pid))
-
-    def pids(self) -> list[int]:
-        """Processes currently in the budget."""
-        return [] if self._closed else cgroups.read_pids(self.path)
-
     def usage(self) -> BudgetUsage:
         """Current charge and how much of it is page cache (memory.stat ``cache`` / ``file``)."""
-        if self._closed:
-            raise RuntimeError(f"memory budget {self.path} is closed")
+        self._check_open()
         stat = {}
         for line in (self.path / "memory.stat").read_text().splitlines():
             key, _, value = line.partition(" ")
@@ -119,23 +89,6 @@ class MemoryBudget:
             version=self.version,
             path=str(self.path),
         )
-
-    def close(self) -> None:
-        """Move remaining processes to the parent and remove the cgroup. Idempotent."""
-        if not self._closed:
-            cgroups.empty_and_remove(self.path, self.parent)
-            self._closed = True
-
-    def __enter__(self) -> MemoryBudget:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"limit={self.limit_bytes}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_logbench.client import Consumer, Producer
+from pytest_logbench.client import Consumer, fill
 from pytest_logbench.disk import (
     PROFILES,
     DiskProfile,
@@ -155,16 +155,14 @@ def test_reap_stale_removes_throttles_of_dead_owners(cold_file: Path) -> None:
 INNER = """
 import json, os
 from pathlib import Path
-from pytest_logbench.client import Consumer, Producer
+from pytest_logbench.client import Consumer, fill
 from pytest_logbench.pagecache import evict
 
 def test_throttled(broker_factory):
     broker = broker_factory(disk={disk!r}, segment_bytes=4 << 20)
     throttle = broker.disk_throttle
     assert throttle.pids() == [broker.pid]
-    producer = Producer(broker.bootstrap)
-    producer.produce("t", 8 << 20)
-    producer.close()
+    fill(broker.bootstrap, "t", 8 << 20)
     files = broker.segment_files("t")
     os.sync()
     evict(files)
@@ -210,11 +208,7 @@ def test_the_kafka_launcher_gets_the_profile_too(broker_factory, page_cache):
     broker = broker_factory(kind="kafka", disk=SLOW)
     throttle = broker.disk_throttle
     assert throttle.pids() == [broker.pid]
-    producer = Producer(broker.bootstrap)
-    try:
-        producer.produce("cold", 8 * MiB)
-    finally:
-        producer.close()
+    fill(broker.bootstrap, "cold", 8 * MiB)
     files = broker.segment_files("cold")
     os.sync()
     assert page_cache.evict(files).complete

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_logbench.client import Consumer, HarnessClient, Producer
+from pytest_logbench.client import Consumer, HarnessClient, fill
 from pytest_logbench.reflect import reflect, render
 
 MIB = 1 << 20
@@ -21,11 +21,7 @@ def busy(broker_factory):
     """32 MiB in one topic; group 'nightly-batch' committed at 0, 'dashboard' at the end; one
     replay of history and one tail read already served."""
     broker = broker_factory(segment_bytes=8 * MIB, tail_window_bytes=4 * MIB)
-    producer = Producer(broker.bootstrap)
-    try:
-        producer.produce("events", 32 * MIB)
-    finally:
-        producer.close()
+    fill(broker.bootstrap, "events", 32 * MIB)
     with HarnessClient(broker.bootstrap) as client:
         end = client.list_offset("events", 0, -1)[0]
         client.commit("nightly-batch", "events", 0, 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_logbench.client import Consumer, Producer
+from pytest_logbench.client import Consumer, fill
 
 MIB = 1 << 20
 
@@ -14,11 +14,7 @@ def test_history_fetches_are_warmed_only_when_asked(broker_factory, page_cache, 
     broker = broker_factory(
         warm_history_fetches=warm, segment_bytes=8 * MIB, tail_window_bytes=4 * MIB
     )
-    producer = Producer(broker.bootstrap)
-    try:
-        producer.produce("events", 24 * MIB)
-    finally:
-        producer.close()
+    fill(broker.bootstrap, "events", 24 * MIB)
     files = broker.segment_files("events")
     assert page_cache.evict(files).complete
     consumer = Consumer(broker.bootstrap)
