@@ -157,8 +157,12 @@ def _lags_from_offsets(client: HarnessClient, groups: list[str]) -> list[GroupLa
     """Committed offsets (OffsetFetch, all topics) against log ends (ListOffsets)."""
     found = []
     for group in groups:
-        response = client.request(
-            ApiKey.OFFSET_FETCH, OFFSET_FETCH_VERSION, {"group_id": group, "topics": None}
+        response = client.group_request(
+            group,
+            ApiKey.OFFSET_FETCH,
+            OFFSET_FETCH_VERSION,
+            {"group_id": group, "topics": None},
+            lambda r: [r.get("error_code", 0)],
         )
         for topic in response["topics"]:
             for part in topic["partitions"]:

@@ -111,3 +111,25 @@ def test_tls_cost_is_measured_when_asked(busy):
     # Encrypting in user space costs the sender more CPU per byte than handing pages over.
     assert tls["tls_cpu_s_per_gb"] > tls["sendfile_cpu_s_per_gb"]
     assert "sendfile" in render(reflection)
+
+
+@pytest.mark.slow
+def test_reflect_answers_from_group_lags_on_apache_kafka(broker_factory):
+    """Kafka has no logbench metrics: the lags come from OffsetFetch and ListOffsets."""
+    from pytest_logbench import kafka
+
+    if (reason := kafka.unavailable_reason()) is not None:
+        pytest.skip(reason)
+    broker = broker_factory(kind="kafka")
+    fill(broker.bootstrap, "events", 8 * MIB)
+    with HarnessClient(broker.bootstrap) as client:
+        end = client.list_offset("events", 0, -1)[0]
+        client.commit("nightly-batch", "events", 0, 0)
+        client.commit("dashboard", "events", 0, end)
+    reflection = reflect(broker.bootstrap, groups=["dashboard", "nightly-batch"])
+    assert [(g.group, g.lag_records) for g in reflection.groups] == [
+        ("nightly-batch", end),
+        ("dashboard", 0),
+    ]
+    assert 7 * MIB < reflection.groups[0].lag_bytes < 9 * MIB
+    print(render(reflection, far_bytes=4 * MIB))
