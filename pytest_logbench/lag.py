@@ -189,14 +189,15 @@ class _FleetMember:
             cold = _ColdBytes(Path(spec.log_dir) / f"{spec.topic}-{spec.partition}", position)
             result.cold_bytes = 0
         result.start_offset = result.end_offset = position
-        started = time.perf_counter()
+        started: float | None = None  # the pace counts from the first step, not from set-up
 
         def step() -> None:
-            nonlocal position, end, per_record
+            nonlocal position, end, per_record, started
             if stop_at is not None and position >= stop_at:
                 time.sleep(0.05)  # done: idle until the fleet stops
                 return
             if rate is not None:  # paced: never ahead of rate x time
+                started = started or time.perf_counter()
                 pause = started + result.bytes / rate - time.perf_counter()
                 if pause > 0:
                     time.sleep(pause)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pytest_logbench.client import HarnessClient, KafkaError, Producer
+from pytest_logbench.client import HarnessClient, KafkaError, Producer, fill
 from pytest_logbench.lag import Fleet
 
 MIB = 1024 * 1024
@@ -130,7 +130,7 @@ def test_a_replay_from_a_timestamp_starts_at_the_first_newer_record(filled):
         before = client.list_offset("events", 0, -1)[0]
         time.sleep(0.01)
         since = int(time.time() * 1000)
-        Producer(filled.bootstrap).produce("events", MIB)
+        fill(filled.bootstrap, "events", MIB)
         end = client.list_offset("events", 0, -1)[0]
     from pytest_logbench.lag import Timestamp
 
