@@ -17,19 +17,22 @@ one as is, one with ``warm_history_fetches=True`` (``reference_broker/warm.py``:
 sendfiles each history range to /dev/null, which waits for the disk there, before the loop sends
 it). Rounds alternate between the brokers, so load on the machine hits both alike.
 
-What is asserted is what the seed predicts for the broker as is: its producer's ack p99 is
-worse with the replay than without it in every one of 4 rounds (a sign test: 93.75 %
-confidence against "the replay makes no difference"). Whether the warming restores the latency
+What is asserted is what the seed predicts for the broker as is: its producer's acks are
+slower with the replays than without them in every one of 4 rounds (a sign test: 93.75 %
+confidence against "the replays make no difference"). The verdict is on the mean ack latency,
+which the replays' stalls move in every round; the p99 (KAFKA-7504's figure, printed) also
+moves with a single stall from elsewhere on a shared machine, so a calm phase can show a
+worse p99 by chance. Whether the warming restores the latency
 is printed, not asserted: it is the question the experiment asks.
 
-Measured on the project's 2-core VM (2026-11-30, load average ~6 from other jobs), medians of 4
-rounds: as is, the producer's ack p99 went from 30 ms calm to 132 ms with the replays (tail
-consumers' fetch p99 from ~45 to ~140 ms), KAFKA-7504's range; with the warming, from 29 to
-77 ms (tail ~60 to ~85 ms). The mitigation took away about half of what the replays added,
-not all of it. Why is not established: not the memory budget's reclaim (without the budget,
-same run: as is 48 -> 111 ms, warmed 12 -> 72 ms); the suspects left are the replays' share of
-2 cores shared with other jobs, and the broker's loop taking the GIL back from the warming
-threads at every handoff.
+Measured on the project's 2-core VM (2026-11-30, load average ~6 from other jobs), two runs of
+4 rounds: as is, the producer's mean ack went from 1-2 ms calm to 13-16 ms with the replays,
+and its p99 (median of rounds) from 19-30 ms to 105-132 ms, KAFKA-7504's range; with the
+warming, the mean went from 1-2 ms to 3-8 ms and the p99 from 12-29 ms to 77-88 ms. The
+mitigation takes away most of the average harm, not the p99 stalls. Why not is not
+established: not the memory budget's reclaim (the same run without the budget: p99 48 -> 111
+ms as is, 12 -> 72 ms warmed), and replays served from memory (no disk at all) raised the p99
+too on this loaded machine, so the replays' share of 2 shared cores is the first suspect.
 """
 
 from __future__ import annotations
@@ -83,17 +86,15 @@ def test_a_replay_on_a_slow_disk_stalls_the_producer(broker_factory, page_cache)
         for warm, broker in brokers.items():
             calm = _phase(broker, page_cache, replay=False)
             busy = _phase(broker, page_cache, replay=True)
-            replayed = sum(m.bytes for m in busy.by_role("replay"))
             rows.append(
-                (
-                    round_,
-                    warm,
-                    _p99(calm, "producer"),
-                    _p99(busy, "producer"),
-                    _p99(calm, "tail"),
-                    _p99(busy, "tail"),
-                    replayed / PHASE_SECONDS / 1e6,
-                )
+                {
+                    "round": round_,
+                    "warm": warm,
+                    "mean": (calm.mean_latency("producer"), busy.mean_latency("producer")),
+                    "p99": (_p99(calm, "producer"), _p99(busy, "producer")),
+                    "tail": (_p99(calm, "tail"), _p99(busy, "tail")),
+                    "replay": sum(m.bytes for m in busy.by_role("replay")) / PHASE_SECONDS / 1e6,
+                }
             )
 
     print(
@@ -101,24 +102,23 @@ def test_a_replay_on_a_slow_disk_stalls_the_producer(broker_factory, page_cache)
         f"{TOPIC_BYTES // MIB} MiB, producer 4 MB/s + 2 tail consumers, then + 2 replays ---"
     )
     print(
-        f"{'round':>5} {'broker':<16} {'produce p99 calm':>17} {'replay':>8} "
-        f"{'tail p99 calm':>14} {'replay':>8} {'replay MB/s':>12}"
+        f"{'round':>5} {'broker':<13} {'produce mean ms':>16} {'produce p99 ms':>16} "
+        f"{'tail p99 ms':>14} {'replay MB/s':>12}   (calm -> with replays)"
     )
-    for round_, warm, p_calm, p_busy, t_calm, t_busy, rate in rows:
-        name = "warm-history" if warm else "as is"
+    for row in rows:
+        (m0, m1), (p0, p1), (t0, t1) = row["mean"], row["p99"], row["tail"]
         print(
-            f"{round_:>5} {name:<16} {p_calm:14.1f} ms {p_busy:5.1f} ms "
-            f"{t_calm:11.1f} ms {t_busy:5.1f} ms {rate:12.0f}"
+            f"{row['round']:>5} {'warm-history' if row['warm'] else 'as is':<13} "
+            f"{m0 * 1e3:6.1f} -> {m1 * 1e3:5.1f} {p0:7.1f} -> {p1:6.1f} {t0:6.1f} -> {t1:5.1f} "
+            f"{row['replay']:12.0f}"
         )
     for warm in (False, True):
-        mine = [r for r in rows if r[1] == warm]
-        name = "with warming" if warm else "as is"
-        worse = sum(r[3] > r[2] for r in mine)
+        mine = [row for row in rows if row["warm"] == warm]
+        calm, busy = (sorted(row["p99"][i] for row in mine)[len(mine) // 2] for i in (0, 1))
         print(
-            f"{name}: producer p99 rose with the replay in {worse} of {len(mine)} rounds "
-            f"(median {sorted(r[2] for r in mine)[len(mine) // 2]:.1f} -> "
-            f"{sorted(r[3] for r in mine)[len(mine) // 2]:.1f} ms)"
+            f"{'with warming' if warm else 'as is'}: producer p99, median of rounds, "
+            f"{calm:.1f} ms calm -> {busy:.1f} ms with the replays"
         )
-    as_is = [r for r in rows if not r[1]]
-    assert all(r[6] > 0 for r in rows), "the replays must have read history"
-    assert all(r[3] > r[2] for r in as_is), as_is
+    assert all(row["replay"] > 0 for row in rows), "the replays must have read history"
+    as_is = [row["mean"] for row in rows if not row["warm"]]
+    assert all(busy > calm for calm, busy in as_is), as_is
