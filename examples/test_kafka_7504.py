@@ -32,7 +32,8 @@ warming, the mean went from 1-2 ms to 3-8 ms and the p99 from 12-29 ms to 77-88 
 mitigation takes away most of the average harm, not the p99 stalls. Why not is not
 established: not the memory budget's reclaim (the same run without the budget: p99 48 -> 111
 ms as is, 12 -> 72 ms warmed), and replays served from memory (no disk at all) raised the p99
-too on this loaded machine, so the replays' share of 2 shared cores is the first suspect.
+too in some rounds (7 -> 18 ms, 21 -> 92 ms; not in every round), so the replays' share of 2
+shared cores is the first suspect.
 """
 
 from __future__ import annotations
