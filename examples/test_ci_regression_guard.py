@@ -58,6 +58,7 @@ def _verdict(result: pytest.RunResult) -> str:
     return " ".join(lines[-1].split()) if lines else "(no result line)"
 
 
+@pytest.mark.slow
 def test_the_gate_catches_an_injected_slowdown(pytester, monkeypatch):
     pytester.makeconftest(SLOWED_BROKER)
     pytester.makepyfile(test_bench=BENCHMARK)

@@ -24,6 +24,8 @@ on the hdd profile warm 1,037 MB/s, cold 145 MB/s (7.2x).
 
 from __future__ import annotations
 
+import pytest
+
 from pytest_logbench.assertions import assert_faster
 from pytest_logbench.tables import print_comparison
 from pytest_logbench.workloads import FetchWorkload
@@ -32,6 +34,7 @@ SIZE = "64 MiB"
 ROUNDS = 5
 
 
+@pytest.mark.slow
 def test_warm_beats_cold_on_a_commodity_disk(broker_factory, measure):
     own_disk = broker_factory()
     hdd = broker_factory(disk="hdd")
