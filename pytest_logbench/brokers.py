@@ -26,6 +26,7 @@ from pytest_logbench.contract import CountingBroker
 from reference_broker.config import READY_PREFIX, SETTINGS
 
 if TYPE_CHECKING:
+    from pytest_logbench.disk import DiskProfile, DiskThrottle
     from pytest_logbench.memory import MemoryBudget
 
 STDERR_TAIL_LINES = 30
@@ -78,6 +79,7 @@ class BrokerOptions:
     kind: str = "reference"  # or "kafka": Apache Kafka (pytest_logbench.kafka)
     tls: bool = False
     memory_limit_bytes: int | None = None
+    disk: str | DiskProfile | None = None  # "hdd", "ssd" or a DiskProfile (pytest_logbench.disk)
     extra_args: tuple[str, ...] = ()
     startup_timeout: float = 30.0
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -204,6 +206,8 @@ class LocalBroker(_Address):
     after_start: list[Callable[[Any], None]] = field(default_factory=list)
     # The cgroup bounding its memory, when broker_factory(memory_limit_bytes=...) gave one.
     memory_budget: MemoryBudget | None = None
+    # The block-IO throttle giving it a slower disk, when broker_factory(disk=...) gave one.
+    disk_throttle: DiskThrottle | None = None
 
     def __post_init__(self) -> None:
         self.work_dir = self.work_dir or self.log_dir.parent

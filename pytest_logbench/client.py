@@ -14,7 +14,7 @@ import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,8 @@ PRODUCE_VERSION = 8
 METADATA_VERSION = 8
 LIST_OFFSETS_VERSION = 5
 CREATE_TOPICS_VERSION = 4
+OFFSET_COMMIT_VERSION = 7
+FIND_COORDINATOR_VERSION = 2
 _CORRELATION = struct.Struct(">i")
 _CORRELATION_POS = 8  # size prefix (4), api key (2), api version (2)
 
@@ -271,6 +273,78 @@ class HarnessClient(Connection):
             raise KafkaError(part["error_code"], f"ListOffsets {topic}-{partition}")
         return part["offset"], part["timestamp"]
 
+    def await_coordinator(self, group: str, timeout: float = 30.0) -> None:
+        """Wait until this broker answers as ``group``'s coordinator. Apache Kafka creates its
+        offsets topic on the first FindCoordinator and answers COORDINATOR_NOT_AVAILABLE,
+        then loads it (COORDINATOR_LOAD_IN_PROGRESS); group requests sent before get
+        NOT_COORDINATOR. The harness talks to one broker, so it assumes that broker coordinates
+        (on a cluster where another one does, group requests keep failing NOT_COORDINATOR)."""
+        deadline = time.monotonic() + timeout
+        body = {"key": group, "key_type": 0}
+        while True:
+            found = self.request(ApiKey.FIND_COORDINATOR, FIND_COORDINATOR_VERSION, body)
+            code = found["error_code"]
+            if not code:
+                return
+            if code not in _COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                raise KafkaError(code, f"FindCoordinator {group}", found.get("error_message"))
+            time.sleep(0.05)
+
+    def group_request(
+        self,
+        group: str,
+        api_key: ApiKey,
+        version: int,
+        body: dict[str, Any],
+        errors: Callable[[dict[str, Any]], Iterable[int]],
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """Send a request to ``group``'s coordinator (this broker), retried while the
+        coordinator is still loading: ``errors`` lists the error codes of a response."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.await_coordinator(group, timeout)
+            response = self.request(api_key, version, body)
+            codes = [c for c in errors(response) if c]
+            if not set(codes) & _COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                return response
+            time.sleep(0.05)
+
+    def commit(self, group: str, topic: str, partition: int, offset: int) -> None:
+        """Commit ``offset`` for ``group`` as a standalone consumer (no membership: generation
+        -1, as Kafka allows for a group with no members): a consumer group's position, for
+        lag tools and tutorials, without running a group member."""
+        body = {
+            "group_id": group,
+            "generation_id_or_member_epoch": -1,
+            "member_id": "",
+            "topics": [
+                {
+                    "name": topic,
+                    "partitions": [{"partition_index": partition, "committed_offset": offset}],
+                }
+            ],
+        }
+        response = self.group_request(
+            group,
+            ApiKey.OFFSET_COMMIT,
+            OFFSET_COMMIT_VERSION,
+            body,
+            lambda r: [p["error_code"] for t in r["topics"] for p in t["partitions"]],
+        )
+        [part] = response["topics"][0]["partitions"]
+        if part["error_code"]:
+            raise KafkaError(part["error_code"], f"OffsetCommit {group} {topic}-{partition}")
+
+
+# What a group's coordinator answers while it is being created or loaded.
+_COORDINATOR_NOT_READY = frozenset(
+    {
+        ErrorCode.COORDINATOR_NOT_AVAILABLE,
+        ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+        ErrorCode.NOT_COORDINATOR,
+    }
+)
 
 # What a partition answers between its creation and its broker becoming its leader.
 _NOT_YET_LEADER = (
@@ -380,6 +454,16 @@ class Producer:
             raise KafkaError(
                 part["error_code"], f"Produce {topic}-{partition}", part.get("error_message")
             )
+
+
+def fill(bootstrap: str, topic: str, total_bytes: int, **options: Any) -> Transfer:
+    """Append ``total_bytes`` to ``topic`` with a producer of its own, closed afterwards (the
+    set-up step of most experiments); ``options`` go to ``Producer.produce``."""
+    producer = Producer(bootstrap)
+    try:
+        return producer.produce(topic, total_bytes, **options)
+    finally:
+        producer.close()
 
 
 class Consumer:

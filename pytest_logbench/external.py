@@ -142,9 +142,13 @@ def _keyword_is(call: ast.Call, name: str, value: object) -> bool:
     )
 
 
+LOCAL_FIELDS = ("tls", "memory_limit_bytes", "disk", "extra_args")
+"""``BrokerOptions`` fields (besides local-only settings) that need a broker logbench starts."""
+
+
 def _local_option(keyword: ast.keyword) -> bool:
     """Whether a ``broker_factory`` keyword asks for something only a local broker has."""
-    if keyword.arg in ("tls", "memory_limit_bytes", "extra_args"):
+    if keyword.arg in LOCAL_FIELDS:
         return not (isinstance(keyword.value, ast.Constant) and not keyword.value.value)
     setting = SETTINGS.get(keyword.arg or "")
     return setting is not None and setting.local_only
@@ -164,9 +168,7 @@ def external_view(options: BrokerOptions, bootstrap: str) -> dict[str, Any]:
     """``ExternalBroker`` fields for ``broker_factory`` options: topic-level settings as topic
     configs, ``num_partitions`` as the partition count. Local-only options skip the test;
     broker-wide settings, which a test cannot change on a running cluster, warn."""
-    local = options.local_only() + [
-        k for k in ("tls", "memory_limit_bytes", "extra_args") if getattr(options, k)
-    ]
+    local = options.local_only() + [k for k in LOCAL_FIELDS if getattr(options, k)]
     if local:
         skip(
             f"options {local} need a reference broker started by logbench; this run uses the "

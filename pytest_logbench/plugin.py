@@ -40,6 +40,7 @@ from pytest_logbench.topics import TopicNames
 from pytest_logbench.workloads import client_options
 
 if TYPE_CHECKING:
+    from pytest_logbench.disk import DiskThrottle
     from pytest_logbench.memory import MemoryBudget
 
 REPORT_KEY = pytest.StashKey[SessionReport]()
@@ -205,6 +206,8 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
             pytest.skip(str(exc))
         if options.memory_limit_bytes is not None:
             budgets.append(_attach_memory_budget(broker, options.memory_limit_bytes))
+        if options.disk is not None:
+            budgets.append(_attach_disk_throttle(broker, options.disk))
         broker.after_start.append(lambda b: hook.pytest_logbench_broker_ready(broker=b))
         started.append(broker)
         return broker.start()
@@ -294,6 +297,21 @@ def _attach_memory_budget(broker: LocalBroker, limit_bytes: int) -> MemoryBudget
     broker.memory_budget = budget
     broker.after_start.append(lambda b: budget.add(b.pid))
     return budget
+
+
+def _attach_disk_throttle(broker: LocalBroker, disk: Any) -> DiskThrottle:
+    from pytest_logbench.disk import DiskThrottle, disk_support, profile, reap_stale
+
+    profile(disk)  # a misspelt profile is an error, not a skip
+    broker.log_dir.mkdir(parents=True, exist_ok=True)
+    supported, reason = disk_support(broker.log_dir)
+    if not supported:
+        pytest.skip(f"disk profile unavailable: {reason}")
+    reap_stale()  # throttles left by a run that was killed before its teardown
+    throttle = DiskThrottle(disk, broker.log_dir)
+    broker.disk_throttle = throttle
+    broker.after_start.append(lambda b: throttle.add(b.pid))
+    return throttle
 
 
 @pytest.fixture

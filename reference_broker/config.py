@@ -110,6 +110,13 @@ class BrokerConfig:
         "how long a new group waits for more members before its first rebalance",
         kafka="group.initial.rebalance.delay.ms",
     )
+    warm_history_fetches: bool = setting(
+        False,
+        "read a history fetch's range into the page cache on a worker thread before the event "
+        "loop sends it, so a cold read delays that fetch only, not every connection "
+        "(KAFKA-7504's proposed mitigation; reference_broker/warm.py)",
+        local_only=True,
+    )
     fetch_slowdown: float = setting(
         1.0,
         "hold the connection after each fetch response for (factor - 1) times as long "

@@ -39,6 +39,11 @@ METRIC_HELP: dict[str, tuple[str, str]] = {
         "the page cache), history otherwise (a lagging consumer or a replay).",
     ),
     "logbench_fetch_reads_total": ("counter", "Partition reads served by fetches, by read."),
+    "logbench_fetch_warmed_bytes_total": (
+        "counter",
+        "History fetch bytes read into the page cache by a worker thread before sending "
+        "(--warm-history-fetches).",
+    ),
     "logbench_produce_bytes_total": ("counter", "Record batch bytes appended by produce requests."),
     "logbench_produce_records_total": ("counter", "Records appended by produce requests."),
     "logbench_produce_rejected_batches_total": (

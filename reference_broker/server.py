@@ -43,6 +43,7 @@ from reference_broker.protocol import (
     read_frame_size,
 )
 from reference_broker.transmit import make_transmitter
+from reference_broker.warm import FetchWarmer
 
 log = logging.getLogger("reference_broker")
 
@@ -107,6 +108,7 @@ class Broker:
         self.transmitter = make_transmitter(
             config.transmit_mode, self.metrics, config.fetch_slowdown
         )
+        self.warmer = FetchWarmer() if config.warm_history_fetches else None
         # Never repeated, across restarts too: each partition's duplicate detection keys on them.
         self.producer_ids = self.store.producer_ids
         self.host, self.port = config.host, config.port
@@ -164,6 +166,8 @@ class Broker:
         for server in self._servers:
             await server.wait_closed()
         self.store.close()
+        if self.warmer is not None:
+            self.warmer.close()
 
     async def _periodic_duties(self) -> None:
         """Retention and, for ``fsync=interval``, the periodic flush."""

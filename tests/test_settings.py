@@ -42,6 +42,7 @@ CHANGED = {
     "group_min_session_timeout_ms": 500,
     "group_max_session_timeout_ms": 60_000,
     "group_initial_rebalance_delay_ms": 100,
+    "warm_history_fetches": True,
     "fetch_slowdown": 2.0,
 }
 

@@ -169,11 +169,17 @@ async def handle_fetch(broker: Broker, request: Request) -> Body:
         if total >= body["min_bytes"] or errors or not wanted or remaining <= 0:
             break
         await broker.appends.wait(wanted, remaining)
+    history = []
     for read in reads:
         if read.length:
             kind = "tail" if read.tail_distance <= broker.config.tail_window_bytes else "history"
             broker.metrics.add("logbench_fetch_bytes_total", read.length, read=kind)
             broker.metrics.add("logbench_fetch_reads_total", 1, read=kind)
+            if kind == "history":
+                history.append(read.partition["records"])
+    if broker.warmer is not None and history:
+        warmed = await broker.warmer.warm(history)
+        broker.metrics.add("logbench_fetch_warmed_bytes_total", warmed)
     topics: dict[str, list[Body]] = {}
     for read in reads:
         topics.setdefault(read.topic, []).append(read.partition)
