@@ -41,6 +41,8 @@ from tests.kafka_clients import (
     wait_until,
 )
 
+pytestmark = pytest.mark.conformance
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 ALL = frozenset(range(PARTITIONS))

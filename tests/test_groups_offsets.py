@@ -19,6 +19,8 @@ from reference_broker.log.config import LogConfig
 from reference_broker.log.partition import PartitionLog
 from reference_broker.record_codec import build_batch
 
+pytestmark = pytest.mark.conformance
+
 CRASHING_COMMITTER = textwrap.dedent("""
     import os, sys
     from reference_broker.groups import OffsetStore

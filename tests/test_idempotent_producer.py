@@ -21,7 +21,7 @@ from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey
 from reference_broker.record_codec import build_batch
 
-pytestmark = pytest.mark.logbench_local
+pytestmark = [pytest.mark.logbench_local, pytest.mark.conformance]
 
 TOPIC = "idempotent"
 PARTITIONS = 8

@@ -22,6 +22,8 @@ from pytest_logbench.strategies import (
 from reference_broker.errors import ErrorCode
 from reference_broker.records import Record
 
+pytestmark = pytest.mark.conformance
+
 pytest_plugins = ["pytester"]
 
 BATCH = BatchSpec((Record(0, 1_000, b"key", b"value", []),))

@@ -31,7 +31,12 @@ from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey
 from reference_broker.records import InvalidBatch, Record, validate_batches
 
-pytestmark = [pytest.mark.slow, pytest.mark.logbench_local, shrink_timeout()]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.logbench_local,
+    pytest.mark.conformance,
+    shrink_timeout(),
+]
 
 MEMORY_MARGIN = 64 << 20
 """How much the broker's RSS may grow over the whole fuzzing run. The frames claim gigabytes

@@ -13,6 +13,8 @@ import pytest
 
 from tests.kafka_clients import CLIENTS, Record, consume, list_offsets, produce
 
+pytestmark = pytest.mark.conformance
+
 COUNT = 10_000
 CODEC = {"confluent": "lz4", "kafka-python": "gzip", "aiokafka": "gzip"}
 BASE_TIMESTAMP = 1_700_000_000_000

@@ -115,6 +115,23 @@ def test_the_docs_examples_run_unchanged_against_an_external_broker(pytester, tm
         assert not [line for line in skips if "test_first" in line or "test_page_cache.py" in line]
 
 
+@pytest.mark.slow
+def test_the_readme_examples_run_on_apache_kafka(pytester):
+    """`pytest --logbench-broker=kafka` runs the README's examples with no failure: each
+    passes, or skips with its reason (counters, the copy path: the reference broker's own)."""
+    from pytest_logbench import kafka
+
+    if (reason := kafka.unavailable_reason()) is not None:
+        pytest.skip(reason)
+    examples = {n.removesuffix(".py"): t for n, t in _readme_python_files().items()}
+    del examples["conftest"]  # its launch hook starts reference brokers: not a Kafka run
+    pytester.makepyfile(**examples)
+    args = ("--logbench-broker=kafka", "-rs", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(*args)
+    outcomes = result.parseoutcomes()
+    assert result.ret == 0 and outcomes.get("passed", 0) >= 1, outcomes
+
+
 def test_the_docs_document_every_metric():
     from reference_broker.metrics import METRIC_HELP
 

@@ -5,10 +5,11 @@ reach that serves Kafka, and Maven resolves the broker's runtime classpath for u
 ``pom`` project in ``kafka/pom.xml`` names the broker (``kafka_2.13``) and the log4j2 binding
 that Kafka's POM leaves to its tarball; ``mvn dependency:copy-dependencies`` gathers the jars.
 
-The cache (``~/.cache/logbench/kafka-<version>/``, or ``$LOGBENCH_KAFKA_HOME``) is filled under
-a file lock and marked complete only when every jar is in place, so parallel test workers and
-an interrupted fetch never leave a half classpath behind. The mark names the pom's digest: a
-dependency added to the pom fetches again instead of running on a classpath without it.
+The cache (``~/.cache/logbench/kafka-<version>-<pom digest>/``, or ``$LOGBENCH_KAFKA_HOME``)
+is filled under a file lock and marked complete only when every jar is in place, so parallel
+test workers and an interrupted fetch never leave a half classpath behind. The mark names the
+pom's digest: a dependency added to the pom fetches again instead of running on a classpath
+without it.
 """
 
 from __future__ import annotations
@@ -34,12 +35,19 @@ class KafkaUnavailable(RuntimeError):
 
 
 def kafka_home() -> Path:
-    """Where the jars of the pinned Kafka are (or will be) cached."""
+    """Where the jars of the pinned Kafka are (or will be) cached: a directory per pom, so
+    checkouts pinning different jars never overwrite each other's classpath."""
     configured = os.environ.get("LOGBENCH_KAFKA_HOME")
     if configured:
         return Path(configured)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    if POM.is_file():
+        return cache / "logbench" / f"kafka-{KAFKA_VERSION}-{_pom_digest()}"
     return cache / "logbench" / f"kafka-{KAFKA_VERSION}"
+
+
+def _pom_digest() -> str:
+    return hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
 
 
 def lib_dir() -> Path:
@@ -48,7 +56,7 @@ def lib_dir() -> Path:
 
 def _completion_mark() -> str:
     """What ``.complete`` holds once every jar the pom names is in place."""
-    return f"{KAFKA_VERSION} pom {hashlib.sha256(POM.read_bytes()).hexdigest()[:16]}"
+    return f"{KAFKA_VERSION} pom {_pom_digest()}"
 
 
 def is_fetched() -> bool:
