@@ -3,8 +3,8 @@
 Handlers translate requests into these calls; nothing here parses or builds wire messages.
 """
 
-from reference_broker.groups.coordinator import (
-    GroupCoordinator,
+from reference_broker.groups.coordinator import GroupCoordinator
+from reference_broker.groups.group import (
     GroupMember,
     GroupState,
     GroupSummary,
