@@ -117,6 +117,19 @@ class _Probe(ExternalClient):
     def group_consume(self, bootstrap: str, group: str, topic: str, count: int) -> list[Consumed]:
         return _parse_lines(_run([*self.command(), "group", bootstrap, group, topic, str(count)]))
 
+    def list_groups(self, bootstrap: str) -> set[str]:
+        """The group ids the client's admin lists (ListGroups)."""
+        return set(_run([*self.command(), "list", bootstrap]).decode().split())
+
+    def describe_group(self, bootstrap: str, group: str) -> tuple[str, int]:
+        """The group's state and member count as the client's admin describes it."""
+        state, members = _run([*self.command(), "describe", bootstrap, group]).decode().split()
+        return state, int(members)
+
+    def delete_group(self, bootstrap: str, group: str) -> str:
+        """ "OK", or the client's name for the error the broker answered."""
+        return _run([*self.command(), "delete", bootstrap, group]).decode().strip()
+
 
 class Kafkajs(_Probe):
     name = "kafkajs"
@@ -156,6 +169,10 @@ class JavaClient(_Probe):
             return "java and javac are not installed"
         return jars.unavailable_reason()
 
+    def delete_offsets(self, bootstrap: str, group: str, topic: str) -> str:
+        """OffsetDelete of partition 0: "OK", or the client's name for the error."""
+        return _run([*self.command(), "delete-offsets", bootstrap, group, topic]).decode().strip()
+
     def command(self) -> list[str]:
         if self._classpath is None:
             from pytest_logbench.kafka import jars
@@ -167,6 +184,16 @@ class JavaClient(_Probe):
             _run(["javac", "-d", str(self.build_dir), "-cp", classpath, str(self.source)])
             self._classpath = f"{self.build_dir}:{classpath}"
         return ["java", "-cp", self._classpath, "ClientProbe"]
+
+
+def ready(client: ExternalClient) -> ExternalClient:
+    """``client``, or the test skips with the reason it cannot run here."""
+    import pytest
+
+    reason = client.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    return client
 
 
 def _hex(data: bytes | None) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_logbench.client import HarnessClient
-from tests.external_clients import ExternalClient, JavaClient, Kafkajs, Kcat
+from tests.external_clients import ExternalClient, JavaClient, Kafkajs, Kcat, ready
 from tests.kafka_clients import committed_offsets
 
 RECORDS = [
@@ -41,11 +41,7 @@ def java_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 )
 def client(request: pytest.FixtureRequest, java_build: Path) -> ExternalClient:
     made = {"kcat": Kcat, "kafkajs": Kafkajs}.get(request.param)
-    found = made() if made else JavaClient(java_build)
-    reason = found.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    return found
+    return ready(made() if made else JavaClient(java_build))
 
 
 def expected(first: int, last: int) -> list[tuple[int, bytes | None, bytes | None]]:
@@ -70,9 +66,7 @@ def test_produce_read_back_seek_and_resume_a_group_after_a_restart(broker, clien
 
 def test_kafkajs_resets_a_groups_offsets(broker):
     """kafkajs' admin.resetOffsets describes the group first (it must be Empty)."""
-    client = Kafkajs()
-    if (reason := client.unavailable()) is not None:
-        pytest.skip(reason)
+    client = ready(Kafkajs())
     topic, group = "reset-me", "resetting"
     with HarnessClient(broker.bootstrap) as harness:
         harness.create_topic(topic, 1)

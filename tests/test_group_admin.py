@@ -2,7 +2,8 @@
 coordinator's answers with Kafka's error codes, then each real client that offers the calls.
 
 Which client offers what: confluent-kafka lists, describes and deletes groups (its Python
-binding has no call for OffsetDelete); kafka-python does all four; aiokafka lists and describes.
+binding has no call for OffsetDelete); kafka-python and the Java client do all four; kafkajs
+lists, describes and deletes groups (OffsetDelete it has not); aiokafka lists and describes.
 """
 
 import asyncio
@@ -17,6 +18,7 @@ from reference_broker.errors import ErrorCode
 from reference_broker.groups import GroupCoordinator, GroupState, OffsetStore
 from reference_broker.log.config import LogConfig
 from reference_broker.log.partition import PartitionLog
+from tests.external_clients import JavaClient, Kafkajs, ready
 from tests.kafka_clients import GroupConsumer, wait_until
 from tests.test_groups import FakeClock, async_test, join, settle, sync
 
@@ -121,6 +123,13 @@ async def test_deleting_offsets(coordinator, offsets_log):
     assert list(OffsetStore([offsets_log]).group_offsets("idle")) == [("other", 0)]
     assert list(OffsetStore([offsets_log]).group_offsets("live")) == [("orders", 0)]
     assert coordinator.delete_offsets("nobody", [("orders", 0)])[0] is ErrorCode.GROUP_ID_NOT_FOUND
+    left = await join(coordinator, group="left")
+    await sync(coordinator, left, group="left")
+    coordinator.commit_offsets("left", left.generation_id, left.member_id, None, [("o", 0, 1, "")])
+    coordinator.leave_group("left", [(left.member_id, None)])
+    assert coordinator.describe_group("left")[1].state is GroupState.EMPTY
+    assert coordinator.delete_offsets("left", [("o", 0)]) == (ErrorCode.NONE, {("o", 0): 0})
+    assert coordinator.describe_group("left")[1].state is GroupState.DEAD, "as Kafka: no offsets"
     assert coordinator.delete_offsets("", [("orders", 0)])[0] is ErrorCode.INVALID_GROUP_ID
 
 
@@ -238,3 +247,28 @@ def test_aiokafka_lists_and_describes_groups(broker):
         listed, described = asyncio.run(list_and_describe())
     assert sorted(listed) == [("idle", ""), ("live", "consumer")]
     assert [(g[1], g[2]) for g in described] == [("live", "Stable"), ("idle", "Empty")]
+
+
+def test_kafkajs_lists_describes_and_deletes_groups(broker):
+    client = ready(Kafkajs())
+    with live_and_idle_groups(broker, "confluent"):
+        assert client.list_groups(broker.bootstrap) == {"live", "idle"}
+        assert client.describe_group(broker.bootstrap, "live") == ("Stable", 1)
+        assert client.describe_group(broker.bootstrap, "idle") == ("Empty", 0)
+        assert client.delete_group(broker.bootstrap, "live") == "NON_EMPTY_GROUP"
+    assert client.delete_group(broker.bootstrap, "idle") == "OK"
+    assert client.delete_group(broker.bootstrap, "idle") == "GROUP_ID_NOT_FOUND"
+
+
+@pytest.mark.slow  # a JVM start per call
+def test_the_java_admin_lists_describes_and_deletes_groups_and_offsets(broker, tmp_path):
+    client = ready(JavaClient(tmp_path))
+    with live_and_idle_groups(broker, "confluent"):
+        assert client.list_groups(broker.bootstrap) == {"live", "idle"}
+        assert client.describe_group(broker.bootstrap, "live") == ("Stable", 1)
+        assert client.delete_group(broker.bootstrap, "live") == "GroupNotEmptyException"
+        subscribed = client.delete_offsets(broker.bootstrap, "live", "orders")
+        assert subscribed == "GroupSubscribedToTopicException"
+    assert client.delete_offsets(broker.bootstrap, "idle", "orders") == "OK"
+    assert client.delete_group(broker.bootstrap, "idle") == "GroupIdNotFoundException"
+    assert client.describe_group(broker.bootstrap, "idle") == ("Dead", 0)

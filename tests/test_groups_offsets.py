@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from reference_broker.groups.offset_records import (
 from reference_broker.log.config import LogConfig
 from reference_broker.log.partition import PartitionLog
 from reference_broker.record_codec import build_batch, iter_records
+from reference_broker.records import Record
 
 CRASHING_COMMITTER = textwrap.dedent("""
     import os, sys
@@ -290,3 +292,52 @@ def test_a_broker_started_on_an_old_layout_log_keeps_its_offsets(broker_factory)
     assert committed_offsets(broker.bootstrap, "old-group", "t", 2) == {0: 7, 1: 8}
     broker.restart()
     assert committed_offsets(broker.bootstrap, "old-group", "t", 2) == {0: 7, 1: 8}
+
+
+@pytest.mark.slow
+def test_our_commit_records_are_the_ones_apache_kafka_writes(broker_factory, tmp_path: Path):
+    """Cross-check against the real encoder: the same commit made on Apache Kafka and on the
+    reference broker leaves the same key bytes in ``__consumer_offsets`` and a value that
+    reads the same (both brokers here keep one offsets partition)."""
+    from tests.kafka_clients import committed_offsets
+
+    def commit_and_read(broker) -> tuple[bytes, CommittedOffset]:
+        from confluent_kafka import Consumer, TopicPartition
+
+        from pytest_logbench.client import HarnessClient
+
+        with HarnessClient(broker.bootstrap) as harness:
+            harness.create_topic("checked", 1)  # Kafka refuses commits for unknown topics
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "cross"})
+        try:
+            tp = TopicPartition("checked", 0, 42, metadata="meta")
+            consumer.commit(offsets=[tp], asynchronous=False)
+        finally:
+            consumer.close()
+        assert committed_offsets(broker.bootstrap, "cross", "checked", 1) == {0: 42}
+        records = [
+            record
+            for segment in sorted((broker.log_dir / "__consumer_offsets-0").glob("*.log"))
+            for record in _records_of(segment.read_bytes())
+            if record.key is not None and decode_key(record.key)[1] == ("cross", "checked", 0)
+        ]
+        assert records, "no offset commit record for the group"
+        assert records[-1].value is not None
+        return records[-1].key, decode_value(records[-1].value, Layout.KAFKA)
+
+    kafka_key, kafka_value = commit_and_read(broker_factory(kind="kafka"))
+    ours_key, ours_value = commit_and_read(broker_factory(offsets_topic_num_partitions=1))
+    assert ours_key == kafka_key
+    assert (ours_value.offset, ours_value.metadata) == (kafka_value.offset, kafka_value.metadata)
+    assert ours_value.leader_epoch == kafka_value.leader_epoch
+
+
+def _records_of(segment: bytes) -> Iterator[Record]:
+    """Every record of a segment file's bytes, batch after batch (base offset, length, ...)."""
+    pos = 0
+    while pos + 12 <= len(segment):
+        (length,) = struct.unpack_from(">i", segment, pos + 8)
+        if length <= 0:
+            break
+        yield from iter_records(segment[pos : pos + 12 + length])
+        pos += 12 + length

@@ -207,6 +207,8 @@ class GroupCoordinator(Membership):
         deletable = [key for key, e in errors.items() if e is ErrorCode.NONE]
         stored = self._offsets.delete(group_id, deletable)
         errors.update({key: stored for key in deletable})
+        if group is not None and not group.members and not self._offsets.group_offsets(group_id):
+            del self._groups[group_id]  # Kafka: an Empty group without offsets becomes Dead
         return ErrorCode.NONE, errors
 
 

@@ -4,6 +4,10 @@
 //   produce BOOTSTRAP TOPIC KEYHEX:VALUEHEX...   (acks=all, partition 0)
 //   consume BOOTSTRAP TOPIC OFFSET COUNT          (assign + seek, no group)
 //   group BOOTSTRAP GROUP TOPIC COUNT             (subscribe, read, commit, leave)
+//   list BOOTSTRAP                                (Admin: "GROUP" a line)
+//   describe BOOTSTRAP GROUP                      (Admin: "STATE MEMBERS")
+//   delete BOOTSTRAP GROUP                        (Admin: "OK" or the error's class name)
+//   delete-offsets BOOTSTRAP GROUP TOPIC          (Admin, partition 0: the same)
 //
 // Consumed records are printed one a line as "OFFSET KEYHEX VALUEHEX" ("-" for null).
 
@@ -12,6 +16,12 @@ import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.util.Set;
+import java.util.concurrent.ExecutionException;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.GroupListing;
+import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
@@ -79,6 +89,43 @@ public final class ClientProbe {
         return next;
     }
 
+    /** "OK", or the class name of the error the broker answered (its Kafka error code). */
+    private static String outcome(KafkaFuture<Void> future) throws InterruptedException {
+        try {
+            future.get();
+            return "OK";
+        } catch (ExecutionException e) {
+            return e.getCause().getClass().getSimpleName();
+        }
+    }
+
+    private static void administer(String command, String bootstrap, String[] args)
+            throws Exception {
+        Properties props = new Properties();
+        props.put("bootstrap.servers", bootstrap);
+        try (Admin admin = Admin.create(props)) {
+            switch (command) {
+                case "list" -> {
+                    for (GroupListing g : admin.listGroups().all().get()) {
+                        System.out.println(g.groupId());
+                    }
+                }
+                case "describe" -> {
+                    ConsumerGroupDescription d =
+                        admin.describeConsumerGroups(List.of(args[2])).all().get().get(args[2]);
+                    System.out.println(d.groupState() + " " + d.members().size());
+                }
+                case "delete" ->
+                    System.out.println(outcome(admin.deleteConsumerGroups(List.of(args[2])).all()));
+                default -> {
+                    TopicPartition tp = new TopicPartition(args[3], 0);
+                    System.out.println(
+                        outcome(admin.deleteConsumerGroupOffsets(args[2], Set.of(tp)).all()));
+                }
+            }
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         String command = args[0];
         String bootstrap = args[1];
@@ -101,6 +148,8 @@ public final class ClientProbe {
                     c.commitSync(Map.of(tp, new OffsetAndMetadata(next)));
                 }
             }
+            case "list", "describe", "delete", "delete-offsets" ->
+                administer(command, bootstrap, args);
             default -> throw new IllegalArgumentException("unknown command " + command);
         }
     }

@@ -4,6 +4,9 @@
 //   node probe.js consume BOOTSTRAP TOPIC OFFSET COUNT          (no group: assign + seek)
 //   node probe.js group BOOTSTRAP GROUP TOPIC COUNT             (subscribe, read, commit, leave)
 //   node probe.js reset BOOTSTRAP GROUP TOPIC                   (admin.resetOffsets, earliest)
+//   node probe.js list BOOTSTRAP                                (admin: "GROUP" a line)
+//   node probe.js describe BOOTSTRAP GROUP                      (admin: "STATE MEMBERS")
+//   node probe.js delete BOOTSTRAP GROUP                        (admin: "OK" or the error's type)
 //
 // Consumed records are printed one a line as "OFFSET KEYHEX VALUEHEX" ("-" for null), so
 // binary keys and values cross the process boundary unchanged.
@@ -76,6 +79,31 @@ async function reset(kafka, groupId, topic) {
   await admin.disconnect();
 }
 
+// The admin commands print what they found; an error the broker answered is printed too
+// (its type name), so the test sees Kafka's error code as the client names it.
+async function administer(kafka, command, args) {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    if (command === "list") {
+      const { groups } = await admin.listGroups();
+      for (const group of groups) console.log(group.groupId);
+    } else if (command === "describe") {
+      const { groups } = await admin.describeGroups([args[0]]);
+      console.log(`${groups[0].state} ${groups[0].members.length}`);
+    } else {
+      try {
+        await admin.deleteGroups([args[0]]);
+        console.log("OK");
+      } catch (error) {
+        console.log(error.groups ? error.groups[0].error.type : error.name);
+      }
+    }
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 async function main() {
   const [command, bootstrap, ...args] = process.argv.slice(2);
   const kafka = new Kafka({
@@ -88,6 +116,7 @@ async function main() {
   else if (command === "consume") await consume(kafka, args[0], Number(args[1]), Number(args[2]));
   else if (command === "group") await group(kafka, args[0], args[1], Number(args[2]));
   else if (command === "reset") await reset(kafka, args[0], args[1]);
+  else if (["list", "describe", "delete"].includes(command)) await administer(kafka, command, args);
   else throw new Error(`unknown command ${command}`);
 }
 
