@@ -113,10 +113,11 @@ def test_commits_are_stored_in_kafkas_record_layout(tmp_path: Path):
         (1, struct.pack(">q", 5) + _kafka_string("m") + struct.pack(">qq", 1, 99)),
         (2, struct.pack(">q", 5) + _kafka_string("m") + struct.pack(">q", 1)),
         (3, struct.pack(">qi", 5, 7) + _kafka_string("m") + struct.pack(">q", 1)),
+        (4, struct.pack(">qi", 5, 7) + b"\x02m" + struct.pack(">q", 1) + b"\x00"),  # flexible
     ],
 )
-def test_every_non_flexible_value_version_is_read(version: int, fields: bytes):
-    epoch = 7 if version == 3 else -1
+def test_every_value_version_is_read(version: int, fields: bytes):
+    epoch = 7 if version >= 3 else -1
     value = struct.pack(">h", version) + fields
     assert decode_value(value, Layout.KAFKA) == CommittedOffset(5, "m", 1, epoch)
 
@@ -138,8 +139,10 @@ def test_records_that_are_not_commits_are_named(key, value, problem, tmp_path: P
             OffsetStore([log])._apply(next(iter_records(next(log.read_batches(0)))), {}, set())
     finally:
         log.close()
-    with pytest.raises(BadOffsetRecord, match="value version 4"):
-        decode_value(struct.pack(">hqi", 4, 5, 7), Layout.KAFKA)
+    with pytest.raises(BadOffsetRecord, match="value version 5"):
+        decode_value(struct.pack(">hqi", 5, 5, 7), Layout.KAFKA)
+    with pytest.raises(BadOffsetRecord, match="varint"):
+        decode_value(struct.pack(">hqi", 4, 5, 7) + b"\xff", Layout.KAFKA)
 
 
 def test_groups_are_partitioned_by_javas_string_hash():
@@ -298,10 +301,11 @@ def test_a_broker_started_on_an_old_layout_log_keeps_its_offsets(broker_factory)
 def test_our_commit_records_are_the_ones_apache_kafka_writes(broker_factory, tmp_path: Path):
     """Cross-check against the real encoder: the same commit made on Apache Kafka and on the
     reference broker leaves the same key bytes in ``__consumer_offsets`` and a value that
-    reads the same (both brokers here keep one offsets partition)."""
+    reads the same (both brokers here keep one offsets partition). Kafka 4.2 writes value
+    version 4, the flexible form; we write 3, which Burrow 1.2.1 still decodes."""
     from tests.kafka_clients import committed_offsets
 
-    def commit_and_read(broker) -> tuple[bytes, CommittedOffset]:
+    def commit_and_read(broker) -> tuple[bytes, bytes]:
         from confluent_kafka import Consumer, TopicPartition
 
         from pytest_logbench.client import HarnessClient
@@ -322,14 +326,16 @@ def test_our_commit_records_are_the_ones_apache_kafka_writes(broker_factory, tmp
             if record.key is not None and decode_key(record.key)[1] == ("cross", "checked", 0)
         ]
         assert records, "no offset commit record for the group"
-        assert records[-1].value is not None
-        return records[-1].key, decode_value(records[-1].value, Layout.KAFKA)
+        assert records[-1].key is not None and records[-1].value is not None
+        return records[-1].key, records[-1].value
 
     kafka_key, kafka_value = commit_and_read(broker_factory(kind="kafka"))
     ours_key, ours_value = commit_and_read(broker_factory(offsets_topic_num_partitions=1))
     assert ours_key == kafka_key
-    assert (ours_value.offset, ours_value.metadata) == (kafka_value.offset, kafka_value.metadata)
-    assert ours_value.leader_epoch == kafka_value.leader_epoch
+    assert (ours_value[:2], kafka_value[:2]) == (b"\0\3", b"\0\4"), "value versions 3 and 4"
+    kafka_read, ours_read = (decode_value(v, Layout.KAFKA) for v in (kafka_value, ours_value))
+    assert (ours_read.offset, ours_read.metadata) == (kafka_read.offset, kafka_read.metadata)
+    assert ours_read.leader_epoch == kafka_read.leader_epoch
 
 
 def _records_of(segment: bytes) -> Iterator[Record]:

@@ -10,7 +10,8 @@ it. Every key starts with an int16 that names the record type (Kafka calls it th
 An offset commit's value is an int16 version and the fields of that version of
 OffsetCommitValue; a null value (a tombstone) deletes the committed offset. This broker writes
 version 3 (offset int64 | leaderEpoch int32 | metadata string | commitTimestamp int64), the
-newest non-flexible one, and reads versions 0 to 3. Strings are an int16 length and UTF-8.
+newest non-flexible one, and reads versions 0 to 4 (Kafka 4.2 writes 4: the same fields with a
+compact string and tagged fields). Strings are an int16 length and UTF-8.
 
 The old private layout (brokers before this one wrote it; read only, to migrate it at start-up)
 began every key and value with one byte, 1, which is how it is told apart: no Kafka record type
@@ -29,7 +30,9 @@ OFFSET_COMMIT_KEY = 1
 """The key version Kafka writes for offset commits (version 0 has the same layout)."""
 GROUP_METADATA_KEY = 2
 OFFSET_COMMIT_VALUE = 3
-"""The value version this broker writes: the newest non-flexible OffsetCommitValue."""
+"""The value version this broker writes: the newest non-flexible OffsetCommitValue. Kafka 4.2
+writes version 4, the same fields in flexible form, which Burrow 1.2.1 cannot decode."""
+FLEXIBLE_VALUE = 4
 NO_LEADER_EPOCH = -1
 
 _LEGACY_VERSION = 1
@@ -121,11 +124,11 @@ def decode_value(value: bytes, layout: Layout) -> CommittedOffset:
         return _decode_legacy_value(value)
     reader = _Reader(value)
     version = reader.int16()
-    if not 0 <= version <= OFFSET_COMMIT_VALUE:
-        raise BadOffsetRecord(f"offset commit value version {version} is not read (0 to 3 are)")
+    if not 0 <= version <= FLEXIBLE_VALUE:
+        raise BadOffsetRecord(f"offset commit value version {version} is not read (0 to 4 are)")
     offset = reader.int64()
     leader_epoch = reader.int32() if version >= 3 else NO_LEADER_EPOCH
-    metadata = reader.string()
+    metadata = reader.compact_string() if version == FLEXIBLE_VALUE else reader.string()
     timestamp = reader.int64()
     if version == 1:
         reader.int64()  # expireTimestamp: Kafka ignores it since 2.1 (KIP-211), so do we
@@ -161,8 +164,26 @@ class _Reader:
     def int64(self) -> int:
         return self._take(_I64)
 
+    def uvarint(self) -> int:
+        value = shift = 0
+        while True:
+            if self._pos >= len(self._data) or shift > 28:
+                raise BadOffsetRecord(f"unsigned varint at byte {self._pos} is bad or truncated")
+            byte = self._data[self._pos]
+            self._pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+
+    def compact_string(self) -> str:
+        """A flexible version's string: its length + 1 as an unsigned varint (0: null)."""
+        return self._text(self.uvarint() - 1)
+
     def string(self, length_layout: struct.Struct = _I16) -> str:
-        length = self._take(length_layout)
+        return self._text(self._take(length_layout))
+
+    def _text(self, length: int) -> str:
         end = self._pos + length
         if length < 0 or end > len(self._data):
             raise BadOffsetRecord(f"string of {length} bytes at byte {self._pos} does not fit")
