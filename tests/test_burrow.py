@@ -47,16 +47,24 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_for_zookeeper(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Until ZooKeeper serves: its port opens before it does, and a client connecting in
+    between (Burrow) fails its session and gives up. ``srvr`` names the mode once it serves."""
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"exited {process.returncode}: {log.read_text()[-2000:]}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                client.sendall(b"srvr")
+                if b"Mode: standalone" in client.recv(4096):
+                    return
+        except OSError:
+            pass
         time.sleep(0.2)
-    raise AssertionError(f"nothing listens on {port} after {DEADLINE_S:.0f}s: {log.read_text()}")
+    raise AssertionError(
+        f"ZooKeeper not serving on {port} after {DEADLINE_S:.0f}s: {log.read_text()}"
+    )
 
 
 @pytest.fixture
@@ -67,12 +75,12 @@ def zookeeper(tmp_path: Path) -> Iterator[int]:
     config = tmp_path / "zoo.cfg"
     config.write_text(
         f"tickTime=2000\ndataDir={tmp_path / 'zk-data'}\nclientPort={port}\n"
-        "admin.enableServer=false\n"
+        "admin.enableServer=false\n4lw.commands.whitelist=srvr\n"
     )
     log = tmp_path / "zookeeper.log"
     process = spawn([str(ZOOKEEPER), "start-foreground", str(config)], log)
     try:
-        wait_for_port(port, process, log)
+        wait_for_zookeeper(port, process, log)
         yield port
     finally:
         stop(process)
@@ -136,10 +144,12 @@ def total_lag(http_port: int, group: str) -> int | None:
     return None if answer.get("error") else answer["status"]["totallag"]
 
 
-def wait_for_lag(http_port: int, group: str, lag: int, log: Path) -> None:
+def wait_for_lag(
+    http_port: int, group: str, lag: int, burrow: subprocess.Popen[bytes], log: Path
+) -> None:
     deadline = time.monotonic() + DEADLINE_S
     seen = None
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and burrow.poll() is None:
         seen = total_lag(http_port, group)
         if seen == lag:
             return
@@ -162,8 +172,8 @@ def test_burrow_reports_a_groups_lag_from_consumer_offsets(broker, zookeeper, tm
     log = tmp_path / "burrow.out"
     burrow = spawn([str(BURROW), "-config-dir", str(tmp_path)], log)
     try:
-        wait_for_lag(http_port, "lagger", 6, tmp_path / "burrow.log")
+        wait_for_lag(http_port, "lagger", 6, burrow, tmp_path / "burrow.log")
         commit(broker.bootstrap, "lagger", "lagging", 8)  # Burrow follows the topic's tail
-        wait_for_lag(http_port, "lagger", 2, tmp_path / "burrow.log")
+        wait_for_lag(http_port, "lagger", 2, burrow, tmp_path / "burrow.log")
     finally:
         stop(burrow)
