@@ -272,29 +272,41 @@ def test_a_broker_starts_over_records_that_are_not_commits(broker):
 
 
 def test_a_broker_started_on_an_old_layout_log_keeps_its_offsets(broker_factory):
-    """A log dir from a broker before Kafka's schema: one offsets partition, private layout."""
+    """A log dir from a broker before Kafka's schema: one offsets partition, private layout,
+    and one damaged record, which is named, counted and left in the log, never dropped."""
     from tests.kafka_clients import committed_offsets
 
     broker = broker_factory(offsets_topic_num_partitions=1)
     assert broker.metric("logbench_offsets_skipped_records") == 0  # Kafka: skips (ReferenceOnly)
     broker.stop()
-    offsets_log = PartitionLog(broker.log_dir / "__consumer_offsets-0", LogConfig())
+    damaged = (_legacy_key("old-group", "t", 2), b"\x01truncated")
+    legacy = [
+        (_legacy_key("old-group", "t", 0), _legacy_value(7, 1, "")),
+        (_legacy_key("old-group", "t", 1), _legacy_value(8, 1, "")),
+        damaged,
+    ]
+    directory = broker.log_dir / "__consumer_offsets-0"
+    offsets_log = PartitionLog(directory, LogConfig())
     try:
-        offsets_log.append(
-            build_batch(
-                [
-                    (_legacy_key("old-group", "t", 0), _legacy_value(7, 1, "")),
-                    (_legacy_key("old-group", "t", 1), _legacy_value(8, 1, "")),
-                ]
-            )
-        )
+        offsets_log.append(build_batch(legacy))
     finally:
         offsets_log.close()
     broker.start()
-    assert "migrated 2 committed offsets of 1 groups" in broker.stderr_tail()
-    assert committed_offsets(broker.bootstrap, "old-group", "t", 2) == {0: 7, 1: 8}
+    stderr = broker.stderr_tail()
+    assert "migrated 2 committed offsets of 1 groups" in stderr
+    assert "skipped 1 records" in stderr and "record 2: old-layout value of 10 bytes" in stderr
+    assert broker.metric("logbench_offsets_skipped_records") == 1
+    assert committed_offsets(broker.bootstrap, "old-group", "t", 3) == {0: 7, 1: 8, 2: -1}
     broker.restart()
-    assert committed_offsets(broker.bootstrap, "old-group", "t", 2) == {0: 7, 1: 8}
+    assert committed_offsets(broker.bootstrap, "old-group", "t", 3) == {0: 7, 1: 8, 2: -1}
+    broker.stop()
+    kept = PartitionLog(directory, LogConfig())
+    try:
+        records = [(r.key, r.value) for b in kept.read_batches(0) for r in iter_records(b)]
+    finally:
+        kept.close()
+    assert records[:3] == legacy, "the old records, the damaged one too, are still there"
+    assert [decode_key(key)[0] for key, _ in records[3:]] == [Layout.KAFKA] * 2
 
 
 @pytest.mark.slow
