@@ -342,7 +342,8 @@ def test_our_commit_records_are_the_ones_apache_kafka_writes(broker_factory, tmp
         return records[-1].key, records[-1].value
 
     kafka_key, kafka_value = commit_and_read(broker_factory(kind="kafka"))
-    ours_key, ours_value = commit_and_read(broker_factory(offsets_topic_num_partitions=1))
+    ours = broker_factory(kind="reference", offsets_topic_num_partitions=1)
+    ours_key, ours_value = commit_and_read(ours)
     assert ours_key == kafka_key
     assert (ours_value[:2], kafka_value[:2]) == (b"\0\3", b"\0\4"), "value versions 3 and 4"
     kafka_read, ours_read = (decode_value(v, Layout.KAFKA) for v in (kafka_value, ours_value))
