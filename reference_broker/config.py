@@ -117,6 +117,11 @@ class BrokerConfig:
         "(KAFKA-7504's proposed mitigation; reference_broker/warm.py)",
         local_only=True,
     )
+    offsets_topic_num_partitions: int = setting(
+        50,
+        "partitions of __consumer_offsets when it is created (an existing one keeps its count)",
+        kafka="offsets.topic.num.partitions",
+    )
     fetch_slowdown: float = setting(
         1.0,
         "hold the connection after each fetch response for (factor - 1) times as long "
@@ -133,6 +138,7 @@ class BrokerConfig:
             "--max-connections": self.max_connections,
             "--max-connections-per-ip": self.max_connections_per_ip,
             "--max-created-partitions-per-request": self.max_created_partitions_per_request,
+            "--offsets-topic-num-partitions": self.offsets_topic_num_partitions,
         }
         for flag, value in at_least_one.items():
             if value is not None and value < 1:

@@ -23,7 +23,7 @@ from typing import TypeVar
 from reference_broker.admission import ConnectionQuotas, RequestMemory, default_max_connections
 from reference_broker.config import BrokerConfig
 from reference_broker.errors import ErrorCode
-from reference_broker.groups import OFFSETS_TOPIC, GroupCoordinator, OffsetStore, consumer_lag
+from reference_broker.groups import GroupCoordinator, consumer_lag, open_offset_store
 from reference_broker.handlers import (
     ADVERTISED,
     HANDLERS,
@@ -91,13 +91,7 @@ class Broker:
         self.config = config
         self.metrics = Metrics()
         self.store = LogStore(config.log_dir, config.log)
-        if OFFSETS_TOPIC not in self.store.topics():
-            # Committed offsets must outlive a broker-wide retention.bytes (Kafka compacts this
-            # topic; our log only deletes whole segments, so it keeps them all by size).
-            self.store.create_topic(OFFSETS_TOPIC, 1, {"retention.bytes": "-1"})
-        offsets_log = self.store.partition(OFFSETS_TOPIC, 0)
-        assert offsets_log is not None
-        self.offsets = OffsetStore(offsets_log)
+        self.offsets = open_offset_store(self.store, config.offsets_topic_num_partitions)
         self.coordinator = GroupCoordinator(
             self.offsets,
             min_session_timeout_ms=config.group_min_session_timeout_ms,

@@ -60,7 +60,7 @@ class FakeClock:
 @pytest.fixture
 def offsets(tmp_path: Path) -> Iterator[OffsetStore]:
     log = PartitionLog(tmp_path / "__consumer_offsets-0", LogConfig())
-    yield OffsetStore(log)
+    yield OffsetStore([log])
     log.close()
 
 

@@ -37,6 +37,7 @@ CHANGED = {
     "max_connections_per_ip": 5,
     "fetch_max_bytes": 1 << 20,
     "max_created_partitions_per_request": 10,
+    "offsets_topic_num_partitions": 3,
     "tail_window_bytes": 1 << 20,
     "retention_check_interval_ms": 20,
     "group_min_session_timeout_ms": 500,

@@ -3,8 +3,8 @@
 Handlers translate requests into these calls; nothing here parses or builds wire messages.
 """
 
-from reference_broker.groups.coordinator import (
-    GroupCoordinator,
+from reference_broker.groups.coordinator import GroupCoordinator
+from reference_broker.groups.group import (
     GroupMember,
     GroupState,
     GroupSummary,
@@ -14,7 +14,8 @@ from reference_broker.groups.coordinator import (
     SyncGroupResult,
 )
 from reference_broker.groups.lag import LagRow, consumer_lag
-from reference_broker.groups.offsets import OFFSETS_TOPIC, CommittedOffset, OffsetStore
+from reference_broker.groups.offset_records import CommittedOffset
+from reference_broker.groups.offsets import OFFSETS_TOPIC, OffsetStore, open_offset_store
 
 __all__ = [
     "OFFSETS_TOPIC",
@@ -30,4 +31,5 @@ __all__ = [
     "OffsetStore",
     "SyncGroupResult",
     "consumer_lag",
+    "open_offset_store",
 ]

@@ -1,28 +1,41 @@
-"""Committed offsets, kept durable in an append-only log as Kafka keeps ``__consumer_offsets``.
+"""Committed offsets, kept durable in ``__consumer_offsets`` in Kafka's own record layout.
 
-Every commit appends one RecordBatch v2 to the broker's own offsets partition, one record per
-partition committed; the in-memory dict answers fetches. At start-up the log is replayed and the
-last record for a key wins, which is what Kafka's compacted topic guarantees too.
+Every commit appends one RecordBatch v2 to the group's offsets partition (Kafka's rule:
+``partition_for``), one record per partition committed; deletions append tombstones (null
+values). The in-memory dict answers fetches. At start-up every partition is replayed and the
+last record for a key wins, which is what Kafka's compacted topic guarantees too. The record
+layouts are in ``offset_records``.
 
-Record encoding (big-endian; our own format, not Kafka's, but versioned the same way so a later
-change can be read next to old records):
+Migration: a log written by an older broker holds records in its private layout. Replay reads
+them too, and every commit whose newest record is in that layout is appended again in Kafka's
+layout (keeping its commit time), so tools reading the topic see every group. The old records
+stay in the log, never rewritten: a crash during the migration loses nothing, and the next
+start finishes it.
 
-    key   = version:u8 (1) | group:u16-length utf-8 | topic:u16-length utf-8 | partition:i32
-    value = version:u8 (1) | offset:i64 | commit_timestamp_ms:i64 | metadata:i32-length utf-8
-
-Values are never null: there is no offset deletion. Durability is the offsets log's fsync
-policy, the same as for produced records (Kafka, too, acknowledges a commit once it is in the
-log, not once it is on the platter).
+Durability is the offsets log's fsync policy, the same as for produced records (Kafka, too,
+acknowledges a commit once it is in the log, not once it is on the platter).
 """
 
 import logging
-import struct
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from reference_broker.errors import ErrorCode
+from reference_broker.groups.offset_records import (
+    BadOffsetRecord,
+    CommittedOffset,
+    GroupKey,
+    Layout,
+    OffsetKey,
+    decode_key,
+    decode_value,
+    encode_commit_key,
+    encode_commit_value,
+    partition_for,
+)
 from reference_broker.log.errors import RecordListTooLarge
 from reference_broker.log.partition import PartitionLog
+from reference_broker.log.store import LogStore
 from reference_broker.record_codec import build_batch, iter_records
 from reference_broker.records import CompressionUnavailable, InvalidBatch, Record, read_header
 
@@ -31,108 +44,109 @@ OFFSETS_TOPIC = "__consumer_offsets"
 
 log = logging.getLogger(__name__)
 
-KEY_VERSION = 1
-VALUE_VERSION = 1
-_U8 = struct.Struct(">B")
-_U16 = struct.Struct(">H")
-_I32 = struct.Struct(">i")
-_VALUE_HEAD = struct.Struct(">Bqqi")  # version, offset, commit timestamp, metadata length
+Offsets = dict[tuple[str, int], CommittedOffset]
 
 
-@dataclass(frozen=True)
-class CommittedOffset:
-    """A partition's committed position: the next offset the group will consume."""
-
-    offset: int
-    metadata: str
-    commit_timestamp_ms: int
-
-
-def encode_key(group_id: str, topic: str, partition: int) -> bytes:
-    out = bytearray(_U8.pack(KEY_VERSION))
-    for text in (group_id, topic):
-        data = text.encode()
-        out += _U16.pack(len(data)) + data
-    return bytes(out + _I32.pack(partition))
-
-
-def decode_key(key: bytes) -> tuple[str, str, int]:
-    (version,) = _U8.unpack_from(key, 0)
-    if version != KEY_VERSION:
-        raise ValueError(f"offsets log: unknown key version {version}")
-    pos = _U8.size
-    texts = []
-    for _ in range(2):
-        (length,) = _U16.unpack_from(key, pos)
-        pos += _U16.size
-        texts.append(key[pos : pos + length].decode())
-        pos += length
-    (partition,) = _I32.unpack_from(key, pos)
-    return texts[0], texts[1], partition
-
-
-def encode_value(committed: CommittedOffset) -> bytes:
-    metadata = committed.metadata.encode()
-    head = _VALUE_HEAD.pack(
-        VALUE_VERSION, committed.offset, committed.commit_timestamp_ms, len(metadata)
-    )
-    return head + metadata
-
-
-def decode_value(value: bytes) -> CommittedOffset:
-    version, offset, timestamp, length = _VALUE_HEAD.unpack_from(value, 0)
-    if version != VALUE_VERSION:
-        raise ValueError(f"offsets log: unknown value version {version}")
-    metadata = value[_VALUE_HEAD.size : _VALUE_HEAD.size + length].decode()
-    return CommittedOffset(offset, metadata, timestamp)
+def open_offset_store(store: LogStore, partitions: int) -> "OffsetStore":
+    """The offset store over ``__consumer_offsets``, created with ``partitions`` partitions
+    if absent. An existing topic keeps its partition count, as in Kafka, where changing it
+    would move groups to other partitions."""
+    if OFFSETS_TOPIC not in store.topics():
+        # Committed offsets must outlive a broker-wide retention.bytes (Kafka compacts this
+        # topic; our log only deletes whole segments, so it keeps them all by size).
+        store.create_topic(OFFSETS_TOPIC, partitions, {"retention.bytes": "-1"})
+    logs = [store.partition(OFFSETS_TOPIC, i) for i in range(store.topics()[OFFSETS_TOPIC])]
+    return OffsetStore([each for each in logs if each is not None])
 
 
 class OffsetStore:
-    """Committed offsets of every group, replayed from ``log`` when constructed."""
+    """Committed offsets of every group, replayed from the offsets partitions when made."""
 
-    def __init__(self, offsets_log: PartitionLog) -> None:
-        self._log = offsets_log
-        self._offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
+    def __init__(self, offsets_logs: Sequence[PartitionLog]) -> None:
+        self._logs = list(offsets_logs)
+        self._offsets: dict[str, Offsets] = {}
         self.skipped_records = 0
+        self.migrated_offsets = 0
         self.load()
 
     def load(self) -> None:
-        """Rebuild the in-memory view from the log (last write wins); safe to call again.
+        """Rebuild the in-memory view from the logs (last write wins), migrating commits whose
+        newest record is in the old layout; safe to call again.
 
         A record that is not a commit (a client's write from before produce to internal
         topics was refused, a damaged batch) is skipped and counted in ``skipped_records``,
-        with one warning: the broker must start, and the other groups' offsets are intact.
+        with one warning naming the first: the broker must start, the other groups' offsets
+        are intact, and the record stays in the log for whoever wants to inspect it.
         """
         self._offsets.clear()
         self.skipped_records = 0
+        legacy: dict[OffsetKey, CommittedOffset] = {}
+        kafka_keys: set[OffsetKey] = set()
         first_problem = ""
-        for batch in self._log.read_batches(0):
-            try:
-                records = list(iter_records(batch))
-            except (InvalidBatch, CompressionUnavailable) as exc:
-                header = read_header(batch)
-                self.skipped_records += header.record_count
-                first_problem = first_problem or f"batch at offset {header.base_offset}: {exc}"
-                continue
-            for record in records:
+        for partition_log in self._logs:
+            for batch in partition_log.read_batches(0):
                 try:
-                    self._apply(record)
-                except (ValueError, struct.error) as exc:
-                    self.skipped_records += 1
-                    first_problem = first_problem or f"record {record.offset}: {exc}"
+                    records = list(iter_records(batch))
+                except (InvalidBatch, CompressionUnavailable) as exc:
+                    header = read_header(batch)
+                    self.skipped_records += header.record_count
+                    where = f"{partition_log!r} batch at offset {header.base_offset}"
+                    first_problem = first_problem or f"{where}: {exc}"
+                    continue
+                for record in records:
+                    try:
+                        self._apply(record, legacy, kafka_keys)
+                    except BadOffsetRecord as exc:
+                        self.skipped_records += 1
+                        where = f"{partition_log!r} record {record.offset}"
+                        first_problem = first_problem or f"{where}: {exc}"
         if self.skipped_records:
             log.warning(
-                "offsets log %r: skipped %d records that are not commits; first: %s",
-                self._log,
+                "offsets log: skipped %d records that are not commits; first: %s",
                 self.skipped_records,
                 first_problem,
             )
+        self._migrate({key: c for key, c in legacy.items() if key not in kafka_keys})
 
-    def _apply(self, record: Record) -> None:
-        if record.key is None or record.value is None:
-            raise ValueError("key or value is null")
-        group_id, topic, partition = decode_key(record.key)
-        self._group(group_id)[(topic, partition)] = decode_value(record.value)
+    def _apply(
+        self, record: Record, legacy: dict[OffsetKey, CommittedOffset], kafka_keys: set[OffsetKey]
+    ) -> None:
+        if record.key is None:
+            raise BadOffsetRecord("the key is null")
+        layout, key = decode_key(record.key)
+        if isinstance(key, GroupKey):
+            return  # group metadata: this broker keeps group membership in memory only
+        if layout is Layout.LEGACY:
+            if record.value is None:
+                raise BadOffsetRecord("an old-layout record has a null value")
+            legacy[key] = decode_value(record.value, layout)
+            return
+        kafka_keys.add(key)
+        group = self._group(key.group_id)
+        if record.value is None:
+            group.pop((key.topic, key.partition), None)
+        else:
+            group[(key.topic, key.partition)] = decode_value(record.value, layout)
+
+    def _migrate(self, pending: dict[OffsetKey, CommittedOffset]) -> None:
+        """Write old-layout commits again in Kafka's layout, one batch per group."""
+        by_group: dict[str, Offsets] = {}
+        for key, committed in pending.items():
+            by_group.setdefault(key.group_id, {})[(key.topic, key.partition)] = committed
+        for group_id, offsets in by_group.items():
+            error = self._append(group_id, offsets, deleted=[])
+            if error is not ErrorCode.NONE:
+                # Served from memory all the same; the next start tries again from the old
+                # records, which are still there.
+                log.error("offsets of group %r stay in the old layout: %s", group_id, error.name)
+                self._group(group_id).update(offsets)
+        self.migrated_offsets = len(pending)
+        if pending:
+            log.warning(
+                "offsets log: migrated %d committed offsets of %d groups to Kafka's layout",
+                len(pending),
+                len(by_group),
+            )
 
     def commit(self, group_id: str, offsets: list[tuple[str, int, int, str]]) -> ErrorCode:
         """Append ``(topic, partition, offset, metadata)`` commits as one batch, then apply
@@ -143,16 +157,28 @@ class OffsetStore:
         coordinator up again and retries).
         """
         now_ms = int(time.time() * 1000)
-        entries = [
-            ((topic, partition), CommittedOffset(offset, metadata, now_ms))
+        entries = {
+            (topic, partition): CommittedOffset(offset, metadata, now_ms)
             for topic, partition, offset, metadata in offsets
+        }
+        return self._append(group_id, entries, deleted=[])
+
+    def delete(self, group_id: str, partitions: list[tuple[str, int]]) -> ErrorCode:
+        """Delete committed offsets with tombstones, as Kafka's OffsetDelete and DeleteGroups
+        do; errors as for ``commit``."""
+        return self._append(group_id, {}, deleted=partitions)
+
+    def _append(self, group_id: str, offsets: Offsets, deleted: list[tuple[str, int]]) -> ErrorCode:
+        records: list[tuple[bytes, bytes | None]] = [
+            (encode_commit_key(OffsetKey(group_id, *key)), encode_commit_value(c))
+            for key, c in offsets.items()
         ]
-        batch = build_batch(
-            [(encode_key(group_id, *key), encode_value(c)) for key, c in entries],
-            base_timestamp=now_ms,
-        )
+        records += [(encode_commit_key(OffsetKey(group_id, *key)), None) for key in deleted]
+        if not records:
+            return ErrorCode.NONE
+        partition_log = self._logs[partition_for(group_id, len(self._logs))]
         try:
-            self._log.append(batch)
+            partition_log.append(build_batch(records, base_timestamp=int(time.time() * 1000)))
         except RecordListTooLarge:
             return ErrorCode.INVALID_COMMIT_OFFSET_SIZE
         except InvalidBatch as exc:
@@ -160,18 +186,23 @@ class OffsetStore:
                 raise  # we built this batch: anything else is a bug, not the client's problem
             return ErrorCode.INVALID_COMMIT_OFFSET_SIZE
         except OSError:
-            log.exception("committing offsets of group %r to %r failed", group_id, self._log)
+            log.exception("writing offsets of group %r to %r failed", group_id, partition_log)
             return ErrorCode.NOT_COORDINATOR
-        self._group(group_id).update(entries)
+        group = self._group(group_id)
+        group.update(offsets)
+        for key in deleted:
+            group.pop(key, None)
+        if not group:
+            del self._offsets[group_id]
         return ErrorCode.NONE
 
-    def group_offsets(self, group_id: str) -> dict[tuple[str, int], CommittedOffset]:
+    def group_offsets(self, group_id: str) -> Offsets:
         """``(topic, partition) -> CommittedOffset`` of one group (a copy)."""
         return dict(self._offsets.get(group_id, {}))
 
     def groups(self) -> list[str]:
         """Groups with at least one committed offset."""
-        return list(self._offsets)
+        return [group_id for group_id, offsets in self._offsets.items() if offsets]
 
-    def _group(self, group_id: str) -> dict[tuple[str, int], CommittedOffset]:
+    def _group(self, group_id: str) -> Offsets:
         return self._offsets.setdefault(group_id, {})

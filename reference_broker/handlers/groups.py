@@ -1,5 +1,6 @@
-"""The consumer-group APIs: coordinator lookup, membership (join, sync, heartbeat, leave)
-and committed offsets, translated into ``GroupCoordinator`` and ``OffsetStore`` calls."""
+"""The consumer-group APIs: coordinator lookup, membership (join, sync, heartbeat, leave),
+committed offsets and group administration (list, describe, delete groups and offsets),
+translated into ``GroupCoordinator`` calls."""
 
 from __future__ import annotations
 
@@ -172,4 +173,70 @@ async def handle_offset_fetch(broker: Broker, request: Request) -> Body:
         "throttle_time_ms": 0,
         "error_code": error,
         "topics": [{"name": name, "partitions": parts} for name, parts in topics.items()],
+    }
+
+
+async def handle_list_groups(broker: Broker, request: Request) -> Body:
+    error, groups = broker.coordinator.list_groups()
+    return {
+        "throttle_time_ms": 0,
+        "error_code": error,
+        "groups": [{"group_id": g.group_id, "protocol_type": g.protocol_type} for g in groups],
+    }
+
+
+async def handle_describe_groups(broker: Broker, request: Request) -> Body:
+    described = []
+    for group_id in request.body["groups"]:
+        error, group = broker.coordinator.describe_group(group_id)
+        described.append(
+            {
+                "error_code": error,
+                "group_id": group_id,
+                "group_state": group.state.value,
+                "protocol_type": group.protocol_type,
+                "protocol_data": group.protocol_name,
+                "members": [
+                    {
+                        "member_id": m.member_id,
+                        "group_instance_id": m.group_instance_id,
+                        "client_id": m.client_id,
+                        "client_host": m.client_host,
+                        "member_metadata": m.metadata,
+                        "member_assignment": m.assignment,
+                    }
+                    for m in group.members
+                ],
+            }
+        )
+    return {"throttle_time_ms": 0, "groups": described}
+
+
+async def handle_delete_groups(broker: Broker, request: Request) -> Body:
+    return {
+        "throttle_time_ms": 0,
+        "results": [
+            {"group_id": group_id, "error_code": broker.coordinator.delete_group(group_id)}
+            for group_id in request.body["groups_names"]
+        ],
+    }
+
+
+async def handle_offset_delete(broker: Broker, request: Request) -> Body:
+    """Partitions the broker does not have are UNKNOWN_TOPIC_OR_PARTITION, as in Kafka, and
+    are not passed on to the coordinator."""
+    body = request.body
+    asked = [(t["name"], p["partition_index"]) for t in body["topics"] for p in t["partitions"]]
+    known = [key for key in asked if broker.store.partition(*key) is not None]
+    error, errors = broker.coordinator.delete_offsets(body["group_id"], known)
+    topics: dict[str, list[Body]] = {}
+    for key in asked:
+        partition_error = errors.get(key, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        topics.setdefault(key[0], []).append(
+            {"partition_index": key[1], "error_code": partition_error}
+        )
+    return {
+        "error_code": error,
+        "throttle_time_ms": 0,
+        "topics": [] if error else [{"name": n, "partitions": p} for n, p in topics.items()],
     }

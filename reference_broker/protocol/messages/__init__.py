@@ -11,12 +11,13 @@ from __future__ import annotations
 from ..api_keys import SCHEMA_VERSIONS, ApiKey
 from ..exceptions import UnsupportedVersion
 from ..schema import Struct, StructSchema, resolve
-from . import admin, data, groups
+from . import admin, data, group_admin, groups
 
 _DECLARED: dict[ApiKey, tuple[Struct, Struct]] = {
     **data.DECLARED,
     **groups.DECLARED,
     **admin.DECLARED,
+    **group_admin.DECLARED,
 }
 
 # Resolved once at import: (api_key, version) -> schema. A few hundred small objects.
