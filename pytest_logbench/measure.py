@@ -66,7 +66,7 @@ class _BrokerProbe:
         self.count_syscalls = False
         self.syscall_source = "not counted: the broker is not a local process"
         if self.process is not None and syscalls is not False:
-            from pytest_logbench.zerocopy import tracer_support
+            from pytest_logbench.syscalls import tracer_support
 
             supported, reason = tracer_support("perf-stat")
             if syscalls and not supported:
@@ -87,7 +87,7 @@ class _BrokerProbe:
         with ExitStack() as stack:
             counter = None
             if self.count_syscalls:
-                from pytest_logbench.zerocopy import SyscallCounter
+                from pytest_logbench.syscalls import SyscallCounter
 
                 counter = stack.enter_context(SyscallCounter(self.process.pid))
             before, ns_before = self.process.cpu_times(), _thread_ns(self.process.pid)

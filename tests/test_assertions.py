@@ -18,8 +18,8 @@ from pytest_logbench.client import Consumer, Producer, Transfer
 from pytest_logbench.measure import Budget, Meter
 from pytest_logbench.results import NotInterleaved, Result, Round
 from pytest_logbench.stats import InsufficientRounds
+from pytest_logbench.syscalls import tracer_support
 from pytest_logbench.workloads import FetchWorkload
-from pytest_logbench.zerocopy import tracer_support
 
 pytest_plugins = ["pytester"]
 

@@ -22,8 +22,8 @@ from pytest_logbench.brokers import BrokerOptions, BrokerStartError, ReferenceOn
 from pytest_logbench.client import Consumer, HarnessClient, Producer
 from pytest_logbench.kafka import broker as kafka_broker_module
 from pytest_logbench.kafka.broker import server_properties
+from pytest_logbench.syscalls import tally, tracer_support
 from pytest_logbench.workloads import FetchWorkload, ProduceWorkload, client_options
-from pytest_logbench.zerocopy import tally, tracer_support
 from reference_broker.record_codec import build_batch
 from tests.test_plugin import RECORD_PID, _recorded
 

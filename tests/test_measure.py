@@ -23,8 +23,8 @@ from pytest_logbench.stats import (
     sign_test_rank,
     summarize,
 )
+from pytest_logbench.syscalls import tracer_support
 from pytest_logbench.workloads import FetchWorkload, ProduceWorkload
-from pytest_logbench.zerocopy import tracer_support
 
 # --- units -----------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""zerocopy.py and assert_zero_copy: parsers on recorded tool output, and verdicts on real
+"""syscalls.py and assert_zero_copy: parsers on recorded tool output, and verdicts on real
 zero-copy, --copy and TLS brokers with every kind of evidence this machine allows."""
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import tempfile
 import psutil
 import pytest
 
-from pytest_logbench import zerocopy
+from pytest_logbench import syscalls
 from pytest_logbench.assertions import assert_zero_copy
 from pytest_logbench.client import Consumer, Producer
-from pytest_logbench.workloads import client_options
-from pytest_logbench.zerocopy import (
+from pytest_logbench.syscalls import (
     StraceTrace,
     SyscallCounter,
     SyscallTrace,
@@ -25,6 +24,7 @@ from pytest_logbench.zerocopy import (
     tally,
     tracer_support,
 )
+from pytest_logbench.workloads import client_options
 
 SEGMENT = "/data/t-0/00000000000000000000.log"
 
@@ -167,7 +167,7 @@ def test_without_tracers_the_verdict_falls_back_to_counters_and_says_why(
     broker_factory, monkeypatch
 ):
     monkeypatch.setattr(
-        zerocopy,
+        syscalls,
         "tracer_support",
         lambda kind: (False, f"{kind} unavailable: forbidden by this test"),
     )
