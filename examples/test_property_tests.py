@@ -31,7 +31,7 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from pytest_logbench.client import HarnessClient
-from pytest_logbench.statemachine import fetch_batches
+from pytest_logbench.log_model import fetch_batches
 from pytest_logbench.strategies import BatchSpec, batches, examples
 from reference_broker.records import Record
 

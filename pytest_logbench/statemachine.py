@@ -34,7 +34,6 @@ import time
 import types
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from hypothesis import HealthCheck, event
@@ -49,11 +48,10 @@ from hypothesis.stateful import (
 )
 
 from pytest_logbench.brokers import ExternalBroker, LocalOnly
-from pytest_logbench.client import FetchResult, HarnessClient, KafkaError
+from pytest_logbench.client import HarnessClient, KafkaError
+from pytest_logbench.log_model import PartitionModel, fetch_batches
 from pytest_logbench.strategies import BatchSpec, batch_of_size, batches, examples, timestamps
 from reference_broker.errors import ErrorCode
-from reference_broker.record_codec import iter_records
-from reference_broker.records import BatchHeader, Record
 
 LOG_MACHINE_CI_EXAMPLES = 60
 """Examples per CI run (each up to the profile's ``stateful_step_count`` steps)."""
@@ -74,50 +72,6 @@ PATIENCE_S = 15.0
 """How long to wait for something the broker must eventually do (a new topic's leaders, a
 retention pass). A liveness bound, not a performance one: it only ends a wait that would
 otherwise never end."""
-
-
-@dataclass
-class PartitionModel:
-    """What a partition must hold: every batch produced, in offset order, and the highest log
-    start offset seen so far (retention decides when it moves; the model only bounds it)."""
-
-    batches: list[tuple[int, BatchSpec, int]] = field(default_factory=list)  # base, spec, size
-    log_start: int = 0
-
-    @property
-    def end(self) -> int:
-        """The log end offset: the base offset the next produce must get."""
-        if not self.batches:
-            return 0
-        base, spec, _ = self.batches[-1]
-        return base + len(spec)
-
-    def append(self, spec: BatchSpec, size: int) -> None:
-        self.batches.append((self.end, spec, size))
-
-    def boundaries(self) -> set[int]:
-        """Offsets where a batch starts, and the end: where the log start may be."""
-        return {base for base, _, _ in self.batches} | {self.end}
-
-    def records_from(self, offset: int) -> list[Record]:
-        """The records a fetch from ``offset`` must return, in order."""
-        return [
-            r
-            for base, spec, _ in self.batches
-            if base + len(spec) > offset
-            for r in spec.at(base)
-            if r.offset >= offset
-        ]
-
-    def record(self, offset: int) -> Record | None:
-        for base, spec, _ in self.batches:
-            if base <= offset < base + len(spec):
-                return spec.at(base)[offset - base]
-        return None
-
-    def retained_bytes(self) -> int:
-        """Bytes of the batches from the log start on: what the broker's log holds."""
-        return sum(size for base, _, size in self.batches if base >= self.log_start)
 
 
 class LogStateMachine(RuleBasedStateMachine):
@@ -450,31 +404,6 @@ class LogStateMachine(RuleBasedStateMachine):
                     continue
                 if self.segment_bytes is not None:
                     assert size <= self.segment_bytes, f"{path.name}: {size} bytes"
-
-
-def fetch_batches(
-    client: HarnessClient, topic: str, partition: int, offset: int, *, max_bytes: int = 1 << 20
-) -> Iterator[tuple[FetchResult, list[tuple[BatchHeader, list[Record]]]]]:
-    """Fetch from ``offset`` up to the high watermark, yielding each response with its whole
-    batches decoded (``iter_records`` checks their CRCs).
-
-    Stops after a response with an error or without a whole batch (the caller judges whether
-    that is right) and once the high watermark is reached. Batches may start below
-    ``offset``, as Kafka's do.
-    """
-    position = offset
-    while True:
-        result = client.fetch(topic, partition, position, max_bytes=max_bytes)
-        fetched = [
-            (header, list(iter_records(result.records[at : at + header.size])))
-            for at, header in result.batches()
-        ]
-        yield result, fetched
-        if result.error or not fetched:
-            return
-        position = max(position, fetched[-1][0].next_offset)
-        if position >= result.high_watermark:
-            return
 
 
 class BrokerSupply:

@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, event, given
 
 from pytest_logbench.brokers import ExternalBroker
 from pytest_logbench.client import HarnessClient
-from pytest_logbench.statemachine import fetch_batches
+from pytest_logbench.log_model import fetch_batches
 from pytest_logbench.strategies import (
     BatchSpec,
     Crash,

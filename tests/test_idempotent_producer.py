@@ -16,7 +16,7 @@ import pytest
 
 from pytest_logbench.brokers import ExternalBroker
 from pytest_logbench.client import HarnessClient, KafkaError
-from pytest_logbench.statemachine import fetch_batches
+from pytest_logbench.log_model import fetch_batches
 from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey
 from reference_broker.record_codec import build_batch

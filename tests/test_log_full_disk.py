@@ -20,7 +20,7 @@ import pytest
 
 from pytest_logbench.brokers import BrokerOptions, ReferenceBroker
 from pytest_logbench.client import HarnessClient, KafkaError
-from pytest_logbench.statemachine import fetch_batches
+from pytest_logbench.log_model import fetch_batches
 from reference_broker.errors import ErrorCode
 from reference_broker.log import CLEAN_SHUTDOWN_MARKER, KafkaStorageError, LogConfig, PartitionLog
 from reference_broker.record_codec import build_batch

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from pytest_logbench.brokers import ExternalBroker
 from pytest_logbench.client import CREATE_TOPICS_VERSION, HarnessClient
 from pytest_logbench.fuzz import request_frames
-from pytest_logbench.statemachine import fetch_batches
+from pytest_logbench.log_model import fetch_batches
 from pytest_logbench.strategies import BatchSpec, examples, shrink_timeout
 from reference_broker.errors import ErrorCode
 from reference_broker.protocol import ApiKey
