@@ -365,7 +365,7 @@ class _Counters:
         with urllib.request.urlopen(url, timeout=10) as response:
             return json.load(response)
 
-    def metric(self, name: str, **labels: str) -> float:
+    def metric(self, name: str, /, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
         return metric_sum(self.metrics(), name, labels)
 

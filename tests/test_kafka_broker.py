@@ -172,6 +172,18 @@ def test_real_clients_produce_and_consume(kafka_broker):
 
 
 @needs_kafka
+def test_kafkas_own_metrics_are_read_through_the_jmx_exporter(kafka_broker):
+    bytes_in = {"name": "BytesInPerSec", "topic": "metered"}
+    count = "kafka_server_brokertopicmetrics_count"
+    Producer(kafka_broker.bootstrap).produce("metered", 2 * MIB)
+    assert kafka_broker.metric(count, **bytes_in) >= 2 * MIB
+    assert kafka_broker.kafka_metrics()[count]  # the whole snapshot, as Kafka names it
+    with pytest.raises(ReferenceOnly, match="reference broker's"):
+        kafka_broker.metric("logbench_fetch_bytes_total")
+    with pytest.raises(KeyError, match="no metric 'kafka_no_such_thing'"):
+        kafka_broker.metric("kafka_no_such_thing")
+
+
 def test_segments_are_kafka_files_and_roll_at_segment_bytes(kafka_broker):
     with HarnessClient(kafka_broker.bootstrap) as client:
         client.create_topic("rolled")

@@ -17,13 +17,23 @@ import base64
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_logbench.brokers import BrokerOptions, BrokerStartError, LocalBroker, ReferenceOnly
-from pytest_logbench.kafka.jars import fetch as fetch_jars
+from prometheus_client.parser import text_string_to_metric_families
+
+from pytest_logbench.brokers import (
+    BrokerOptions,
+    BrokerStartError,
+    LocalBroker,
+    ReferenceOnly,
+    metric_sum,
+)
+from pytest_logbench.kafka.jars import agent_jar
+from pytest_logbench.kafka.jars import classpath as kafka_classpath
 from reference_broker.config import SETTINGS
 
 READY_LINE = b"Kafka Server started"
@@ -54,6 +64,9 @@ rootLogger.appenderRef.err.ref = STDERR
 logger.config.name = org.apache.kafka.common.config.AbstractConfig
 logger.config.level = WARN
 """
+# Every MBean, names lower-cased: kafka.server:type=BrokerTopicMetrics,name=BytesOutPerSec's
+# Count becomes kafka_server_brokertopicmetrics_count{name="BytesOutPerSec"}.
+_JMX_EXPORTER = "lowercaseOutputName: true\nlowercaseOutputLabelNames: true\n"
 
 
 def unsupported_options(options: BrokerOptions) -> list[str]:
@@ -124,8 +137,10 @@ class KafkaBroker(LocalBroker):
     """A single-node Apache Kafka (KRaft) process with its own log dir; ``start()`` starts it.
 
     Ports are chosen at the first start and kept by restarts. Kafka keeps its own metrics in
-    JMX MBeans: ``metrics()`` and ``metric()`` raise ``ReferenceOnly`` (the ``logbench_*``
-    counters are the reference broker's), which tests see as a skip with the reason.
+    JMX MBeans, which the Prometheus JMX exporter (a Java agent) serves at ``jmx_url``:
+    ``metric()`` reads them by their Prometheus names, ``kafka_metrics()`` lists them. The
+    ``logbench_*`` counters are the reference broker's: ``metrics()``, ``metrics_url`` and
+    ``metric("logbench_...")`` raise ``ReferenceOnly``, which tests see as a skip.
     """
 
     def __post_init__(self) -> None:
@@ -133,7 +148,7 @@ class KafkaBroker(LocalBroker):
         reasons = unsupported_options(self.options)
         if reasons:
             raise ReferenceOnly("Apache Kafka cannot honour " + "; ".join(reasons))
-        self._controller_port = 0
+        self._controller_port = self._jmx_port = 0
 
     @property
     def config_dir(self) -> Path:
@@ -143,15 +158,17 @@ class KafkaBroker(LocalBroker):
     def start(self) -> KafkaBroker:
         """Format the log dir on first use, launch Kafka, and wait until it serves requests
         (or fail with the tail of its log)."""
-        classpath = f"{fetch_jars()}/*"
+        classpath = kafka_classpath()
         if not self._port:
-            self._port, self._controller_port = free_ports(2)
+            self._port, self._controller_port, self._jmx_port = free_ports(3)
         properties = self._write_config()
         if not (self.log_dir / "meta.properties").exists():
             self._format(classpath, properties)
         log4j = self.config_dir / "log4j2.properties"
         log4j.write_text(_LOG4J2)
-        flags = list(JVM_FLAGS)
+        exporter = self.config_dir / "jmx-exporter.yaml"
+        exporter.write_text(_JMX_EXPORTER)
+        flags = [*JVM_FLAGS, f"-javaagent:{agent_jar()}=127.0.0.1:{self._jmx_port}:{exporter}"]
         if self.options.memory_limit_bytes is not None:
             # Touch the whole heap before the budget takes the process: the heap is then
             # charged where the JVM started, and the budget holds Kafka's page cache, as it
@@ -263,12 +280,40 @@ class KafkaBroker(LocalBroker):
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
         raise _no_counters()
 
-    def metric(self, name: str, **labels: str) -> float:
-        raise _no_counters()
+    @property
+    def jmx_url(self) -> str:
+        """Kafka's own metrics (its JMX MBeans) as Prometheus text, served by the JMX
+        exporter agent the launcher loads into the JVM."""
+        return f"http://127.0.0.1:{self._jmx_port}/metrics"
+
+    def kafka_metrics(self) -> dict[str, list[dict[str, Any]]]:
+        """A snapshot of Kafka's metrics, shaped as ``metrics()`` is on the reference broker:
+        each sample ``{"labels": {...}, "value": v}`` under its Prometheus name, e.g.
+        ``kafka_server_brokertopicmetrics_count`` with labels ``name="BytesOutPerSec"`` and,
+        per topic, ``topic``."""
+        with urllib.request.urlopen(self.jmx_url, timeout=10) as response:
+            text = response.read().decode()
+        snapshot: dict[str, list[dict[str, Any]]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                snapshot.setdefault(sample.name, []).append(
+                    {"labels": dict(sample.labels), "value": sample.value}
+                )
+        return snapshot
+
+    def metric(self, name: str, /, **labels: str) -> float:
+        """Sum of the samples of Kafka's metric ``name`` whose labels include ``labels``; the
+        ``logbench_*`` counters are the reference broker's (``ReferenceOnly``)."""
+        if name.startswith("logbench_"):
+            raise _no_counters()
+        snapshot = self.kafka_metrics()
+        if name not in snapshot:
+            raise KeyError(f"Kafka has no metric {name!r} (see {self.jmx_url})")
+        return metric_sum(snapshot, name, labels)
 
 
 def _no_counters() -> ReferenceOnly:
     return ReferenceOnly(
-        "the logbench_* counters are the reference broker's; Apache Kafka keeps its metrics "
-        "in JMX MBeans, which logbench does not read"
+        "the logbench_* counters are the reference broker's; Apache Kafka's own metrics are "
+        "read by broker.metric() under their JMX names (broker.kafka_metrics() lists them)"
     )

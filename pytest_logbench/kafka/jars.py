@@ -59,6 +59,22 @@ def _completion_mark() -> str:
     return f"{KAFKA_VERSION} pom {_pom_digest()}"
 
 
+JMX_AGENT = "jmx_prometheus_javaagent"
+
+
+def classpath() -> str:
+    """Kafka's runtime classpath in the cache (fetched first if need be): every jar but the
+    JMX exporter, which is loaded as an agent (``agent_jar``)."""
+    jars = sorted(str(p) for p in fetch().glob("*.jar") if not p.name.startswith(JMX_AGENT))
+    return os.pathsep.join(jars)
+
+
+def agent_jar() -> Path:
+    """The Prometheus JMX exporter's agent jar in the cache."""
+    [jar] = fetch().glob(f"{JMX_AGENT}-*.jar")
+    return jar
+
+
 def is_fetched() -> bool:
     """Whether every jar the pinned pom names is in the cache (without the pom, as in an
     installed wheel, a cache of the pinned version is all there is to go by)."""

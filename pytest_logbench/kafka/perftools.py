@@ -23,7 +23,7 @@ from typing import Any
 
 from pytest_logbench.client import Transfer
 from pytest_logbench.contract import Broker
-from pytest_logbench.kafka.jars import fetch as fetch_jars
+from pytest_logbench.kafka.jars import classpath, fetch
 from pytest_logbench.workloads import client_options
 
 MIB = 1 << 20  # the tools' "MB" is 2^20 bytes
@@ -131,7 +131,7 @@ def _client_properties(broker: Broker, config: dict[str, str] | None) -> dict[st
 
 
 def _run_tool(main_class: str, arguments: list[str]) -> str:
-    command = ["java", "-cp", f"{fetch_jars()}/*", main_class, *arguments]
+    command = ["java", "-cp", classpath(), main_class, *arguments]
     try:
         done = subprocess.run(
             command,
@@ -186,7 +186,7 @@ class KafkaProducerPerformance:
         }
 
     def setup(self) -> None:
-        fetch_jars(quiet=True)
+        fetch(quiet=True)
 
     def prepare(self) -> None:
         pass
