@@ -45,9 +45,19 @@ class ErrorCode(IntEnum):
     OUT_OF_ORDER_SEQUENCE_NUMBER = 45
     DUPLICATE_SEQUENCE_NUMBER = 46
     INVALID_PRODUCER_EPOCH = 47
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
     KAFKA_STORAGE_ERROR = 56
     UNSUPPORTED_COMPRESSION_TYPE = 76
     MEMBER_ID_REQUIRED = 79
     GROUP_MAX_SIZE_REACHED = 81
     FENCED_INSTANCE_ID = 82
     INVALID_RECORD = 87
+
+
+TRANSACTIONS_REFUSED = (
+    "transactions are not supported by this broker (it has no transaction coordinator); "
+    "use a producer without transactional.id (idempotence works)"
+)
+"""The message with every TRANSACTIONAL_ID_AUTHORIZATION_FAILED the broker answers. That code,
+not COORDINATOR_NOT_AVAILABLE, because clients treat it as fatal: they fail at once instead of
+retrying a coordinator lookup that can never succeed."""

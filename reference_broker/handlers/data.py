@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reference_broker.errors import ErrorCode
+from reference_broker.errors import TRANSACTIONS_REFUSED, ErrorCode
 from reference_broker.handlers.common import (
     FIRST_PRODUCE_VERSION_ACCEPTED,
     INTERNAL_TOPICS,
@@ -51,6 +51,13 @@ async def handle_produce(broker: Broker, request: Request) -> Body | None:
                     -1,
                     None,
                     f"acks must be -1, 0 or 1, got {acks}",
+                )
+            elif body.get("transactional_id") is not None:
+                error, base, log, message = (
+                    ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    -1,
+                    None,
+                    TRANSACTIONS_REFUSED,
                 )
             elif topic["name"] in INTERNAL_TOPICS:
                 error, base, log, message = (
@@ -106,22 +113,15 @@ def _append(
 
 
 async def handle_init_producer_id(broker: Broker, request: Request) -> Body:
+    """A producer id for an idempotent producer; a transactional one is refused (fatal for
+    clients, see ``TRANSACTIONS_REFUSED``)."""
+    refused = {"throttle_time_ms": 0, "producer_id": -1, "producer_epoch": -1}
     if request.body.get("transactional_id") is not None:
-        return {
-            "throttle_time_ms": 0,
-            "error_code": ErrorCode.INVALID_REQUEST,
-            "producer_id": -1,
-            "producer_epoch": -1,
-        }
+        return {**refused, "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
     try:
         producer_id = broker.producer_ids.allocate()
     except LogError as exc:
-        return {
-            "throttle_time_ms": 0,
-            "error_code": exc.error_code,
-            "producer_id": -1,
-            "producer_epoch": -1,
-        }
+        return {**refused, "error_code": exc.error_code}
     return {
         "throttle_time_ms": 0,
         "error_code": ErrorCode.NONE,

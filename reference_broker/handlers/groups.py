@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from reference_broker.errors import ErrorCode
+from reference_broker.errors import TRANSACTIONS_REFUSED, ErrorCode
 from reference_broker.handlers.common import (
     Body,
     Request,
@@ -22,8 +22,8 @@ async def handle_find_coordinator(broker: Broker, request: Request) -> Body:
     if request.body.get("key_type", COORDINATOR_KEY_GROUP) != COORDINATOR_KEY_GROUP:
         return {
             "throttle_time_ms": 0,
-            "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
-            "error_message": "transactions are not supported",
+            "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "error_message": TRANSACTIONS_REFUSED,
             "node_id": -1,
             "host": "",
             "port": -1,
