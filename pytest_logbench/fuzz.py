@@ -188,6 +188,8 @@ def _value(
         values = st.text(max_size=16) | st.text(min_size=200, max_size=400)
     elif type_.name == "records":
         return record_payloads()
+    elif type_.name == "uuid":
+        values = st.uuids()
     else:
         values = st.binary(max_size=32)
     return st.none() | values if type_.nullable else values

@@ -191,13 +191,17 @@ def test_topics_overrides_and_data_survive_reopen(tmp_path: Path) -> None:
     assert (tmp_path / "small-1" / CLEAN_SHUTDOWN_MARKER).exists()
     assert not list(tmp_path.glob("*.tmp"))
     saved = json.loads((tmp_path / "topics.json").read_text())
+    topic_id = store.topic_id("small")
     assert saved["topics"]["small"] == {
+        "id": str(topic_id),
         "partitions": 2,
         "config": {"segment.bytes": "1024", "retention.bytes": "5000"},
     }
 
     reopened = LogStore(tmp_path, config)
     assert reopened.topics() == {"small": 2, "plain": 1}
+    assert reopened.topic_id("small") == topic_id != reopened.topic_id("plain")
+    assert reopened.topic_name(topic_id) == "small"
     assert reopened.topic_config("small") == LogConfig(
         retention_ms=1000, segment_bytes=1024, retention_bytes=5000
     )
@@ -223,6 +227,20 @@ def test_directories_without_metadata_are_discovered(tmp_path: Path) -> None:
     assert reopened.topics() == {"known": 2, "stray": 3}
     assert json.loads((tmp_path / "topics.json").read_text())["topics"]["stray"]["partitions"] == 3
     reopened.close()
+
+
+def test_topics_written_before_topic_ids_get_one_that_stays(tmp_path: Path) -> None:
+    """A log dir from a broker without topic ids: each topic gets an id at the first start,
+    saved at once, so Metadata v10+ and Fetch v13+ see the same id after every restart."""
+    old = {"version": 1, "topics": {"old": {"partitions": 1, "config": {}}}}
+    (tmp_path / "topics.json").write_text(json.dumps(old))
+    store = LogStore(tmp_path, LogConfig())
+    topic_id = store.topic_id("old")
+    store.close()
+    assert json.loads((tmp_path / "topics.json").read_text())["topics"]["old"]["id"] == str(
+        topic_id
+    )
+    assert LogStore(tmp_path, LogConfig()).topic_id("old") == topic_id
 
 
 def test_store_retention_and_flush_cover_every_partition(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from reference_broker.handlers.common import (
     Request,
     auto_create,
     partition_or_error,
+    topic_id_of,
 )
 from reference_broker.log import (
     InvalidConfig,
@@ -30,13 +31,31 @@ if TYPE_CHECKING:
 async def handle_metadata(broker: Broker, request: Request) -> Body:
     body, version = request.body, request.version
     requested = body.get("topics")
+    unknown_ids = []
     if requested is None or (version == 0 and not requested):
         names = sorted(broker.store.topics())
     else:
-        names = [t["name"] for t in requested]
+        names = []
+        for wanted in requested:  # v10+ may name a topic by its id instead (name null)
+            name = wanted["name"]
+            if name is None:
+                name = broker.store.topic_name(wanted["topic_id"])
+            if name is None:
+                unknown_ids.append(wanted["topic_id"])
+            else:
+                names.append(name)
     allow_create = body.get("allow_auto_topic_creation", True) if version >= 4 else True
     errors = await auto_create(broker, names) if allow_create else {}
     topics = [_topic_metadata(broker, name, errors.get(name)) for name in names]
+    topics += [
+        {
+            "error_code": ErrorCode.UNKNOWN_TOPIC_ID,
+            "name": None if version >= 12 else "",
+            "topic_id": topic_id,
+            "partitions": [],
+        }
+        for topic_id in unknown_ids
+    ]
     return {
         "throttle_time_ms": 0,
         "brokers": [
@@ -60,6 +79,7 @@ def _topic_metadata(broker: Broker, name: str, error: ErrorCode | None) -> Body:
         return {
             "error_code": found,
             "name": name,
+            "topic_id": topic_id_of(broker, name),
             "is_internal": False,
             "partitions": [],
             "topic_authorized_operations": NO_AUTHORIZED_OPERATIONS,
@@ -80,6 +100,7 @@ def _topic_metadata(broker: Broker, name: str, error: ErrorCode | None) -> Body:
     return {
         "error_code": ErrorCode.NONE,
         "name": name,
+        "topic_id": broker.store.topic_id(name),
         "is_internal": name in INTERNAL_TOPICS,
         "partitions": partitions,
         "topic_authorized_operations": NO_AUTHORIZED_OPERATIONS,
@@ -122,7 +143,10 @@ async def handle_create_topics(broker: Broker, request: Request) -> Body:
         results = []
         for topic in body["topics"]:
             error, message = _create_topic(broker, topic, validate_only=body.get("validate_only"))
-            results.append({"name": topic["name"], "error_code": error, "error_message": message})
+            result = {"name": topic["name"], "error_code": error, "error_message": message}
+            if topic["name"] in broker.store.topics() and error == ErrorCode.NONE:
+                result.update(_created(broker, topic["name"]))
+            results.append(result)
             await asyncio.sleep(0)  # let other connections in between topics
         return {"throttle_time_ms": 0, "topics": results}
     return {
@@ -130,6 +154,27 @@ async def handle_create_topics(broker: Broker, request: Request) -> Body:
         "topics": [
             {"name": t["name"], "error_code": error, "error_message": message}
             for t in body["topics"]
+        ],
+    }
+
+
+def _created(broker: Broker, name: str) -> Body:
+    """What CreateTopics v5+ tells of a topic it created (v7+: its id too)."""
+    overrides = broker.store.topic_overrides(name)
+    configs = broker.store.topic_config(name).topic_configs()
+    return {
+        "topic_id": broker.store.topic_id(name),
+        "num_partitions": broker.store.topics()[name],
+        "replication_factor": 1,
+        "configs": [
+            {
+                "name": key,
+                "value": value,
+                "read_only": False,
+                "config_source": _config_source(RESOURCE_TOPIC, key in overrides),
+                "is_sensitive": False,
+            }
+            for key, value in sorted(configs.items())
         ],
     }
 

@@ -422,6 +422,12 @@ class PartitionLog:
                 return found
         return None
 
+    def offset_of_max_timestamp(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record with the largest timestamp in the log
+        (ListOffsets' -3, KIP-734), or None when no record has a timestamp."""
+        largest = max(segment.max_timestamp for segment in self._segments)
+        return self.offset_for_timestamp(largest) if largest >= 0 else None
+
     def read_batches(self, from_offset: int = 0) -> Iterator[bytes]:
         """Whole batches from the one holding ``from_offset`` (or the log start) to the end.
 

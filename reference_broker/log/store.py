@@ -1,8 +1,9 @@
 """All topics of a broker: ``<topic>-<partition>`` directories under one log dir, as Kafka lays
-them out, plus one small JSON file with each topic's partition count and config overrides."""
+them out, plus one small JSON file with each topic's id, partition count and config overrides."""
 
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class LogStore:
         self.log_dir = Path(log_dir)
         self.config = config
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        # name -> {"partitions": n, "config": {...}}: the contents of topics.json
+        # name -> {"id": uuid, "partitions": n, "config": {...}}: the contents of topics.json
         self._metadata = self._read_metadata()
         changed = not (self.log_dir / TOPICS_FILE).exists()
         for name, count in self._discover().items():
@@ -63,6 +64,11 @@ class LogStore:
             if count > entry["partitions"]:
                 entry["partitions"] = count
                 changed = True
+        for entry in self._metadata.values():
+            if "id" not in entry:  # written before topics had ids
+                entry["id"] = str(uuid.uuid4())
+                changed = True
+        self._ids = {uuid.UUID(entry["id"]): name for name, entry in self._metadata.items()}
         if changed:
             self._write_metadata()
         self._topics: dict[str, _Topic] = {}
@@ -130,17 +136,34 @@ class LogStore:
         self.config.with_overrides(overrides or {})  # raises InvalidConfig before any change
         # topics.json first: after a crash before the directories exist, the next start
         # creates them with the right config (directories alone would get the defaults).
-        self._metadata[name] = {"partitions": partitions, "config": dict(overrides or {})}
+        topic_id = uuid.uuid4()
+        self._metadata[name] = {
+            "id": str(topic_id),
+            "partitions": partitions,
+            "config": dict(overrides or {}),
+        }
         try:
             self._write_metadata()
         except OSError:
             del self._metadata[name]
             raise
+        self._ids[topic_id] = name
         self._open_topic(name)
 
     def topics(self) -> dict[str, int]:
         """Topic name -> partition count."""
         return {name: len(topic.partitions) for name, topic in self._topics.items()}
+
+    def topic_id(self, name: str) -> uuid.UUID:
+        """The topic's id (Kafka's topic UUID): random (a v4 UUID is never the zero UUID that
+        means "no id" on the wire), made at creation and kept in ``topics.json``, so it stays
+        the same across restarts and a re-created topic of the same name differs."""
+        self._topic(name)
+        return uuid.UUID(self._metadata[name]["id"])
+
+    def topic_name(self, topic_id: uuid.UUID) -> str | None:
+        """The name of the topic with this id, or None (Kafka's UNKNOWN_TOPIC_ID)."""
+        return self._ids.get(topic_id)
 
     def partition(self, topic: str, index: int) -> PartitionLog | None:
         found = self._topics.get(topic)

@@ -1,7 +1,8 @@
 """API keys, the versions this codec handles, and where each API's flexible versions begin.
 
-The version ranges are the non-flexible ones listed in docs (shared/kafka-protocol.md): a broker
-that advertises only these never has to speak compact strings or tagged fields in a body.
+The ranges reach the flexible versions (KIP-482) Kafka 4.x clients start at; each API's upper
+end is where the next version would need something the broker does not have (share groups,
+topic ids in Produce and OffsetCommit, two-phase commit).
 """
 
 from enum import IntEnum
@@ -28,27 +29,28 @@ class ApiKey(IntEnum):
 
 
 SCHEMA_VERSIONS: dict[ApiKey, tuple[int, int]] = {
-    ApiKey.PRODUCE: (0, 8),
-    ApiKey.FETCH: (0, 11),
-    ApiKey.LIST_OFFSETS: (0, 5),
-    ApiKey.METADATA: (0, 8),
-    ApiKey.OFFSET_COMMIT: (0, 7),
-    ApiKey.OFFSET_FETCH: (0, 5),
-    ApiKey.FIND_COORDINATOR: (0, 2),
-    ApiKey.JOIN_GROUP: (0, 5),
-    ApiKey.HEARTBEAT: (0, 3),
-    ApiKey.LEAVE_GROUP: (0, 3),
-    ApiKey.SYNC_GROUP: (0, 3),
-    ApiKey.API_VERSIONS: (0, 2),
-    ApiKey.CREATE_TOPICS: (0, 4),
-    ApiKey.INIT_PRODUCER_ID: (0, 1),
-    ApiKey.DESCRIBE_CONFIGS: (0, 3),
+    ApiKey.PRODUCE: (0, 11),
+    ApiKey.FETCH: (0, 16),
+    ApiKey.LIST_OFFSETS: (0, 8),
+    ApiKey.METADATA: (0, 12),
+    ApiKey.OFFSET_COMMIT: (0, 9),
+    ApiKey.OFFSET_FETCH: (0, 9),
+    ApiKey.FIND_COORDINATOR: (0, 4),
+    ApiKey.JOIN_GROUP: (0, 9),
+    ApiKey.HEARTBEAT: (0, 4),
+    ApiKey.LEAVE_GROUP: (0, 5),
+    ApiKey.SYNC_GROUP: (0, 5),
+    ApiKey.API_VERSIONS: (0, 4),
+    ApiKey.CREATE_TOPICS: (0, 7),
+    ApiKey.INIT_PRODUCER_ID: (0, 5),
+    ApiKey.DESCRIBE_CONFIGS: (0, 4),
 }
 """The (min, max) versions the codec encodes and decodes, per API key."""
 
 # First flexible version ("flexibleVersions" in the JSON): from there on a request uses header
-# v2, whose tagged fields must be skipped to find the body. Clients send such versions before
-# they know what the broker supports (ApiVersions v3+ above all), so the header must parse.
+# v2 and a response header v1 (except ApiVersions), and bodies use compact lengths and tagged
+# fields. Clients send such versions before they know what the broker supports (ApiVersions v3+
+# above all), so the header of any version must parse.
 FIRST_FLEXIBLE_VERSION: dict[ApiKey, int] = {
     ApiKey.PRODUCE: 9,
     ApiKey.FETCH: 12,

@@ -4,10 +4,13 @@ DescribeConfigs (request, response)."""
 from __future__ import annotations
 
 from ..api_keys import ApiKey
-from ..schema import BOOL, INT8, INT16, INT32, INT64, STRING, Array, Field, Struct
+from ..schema import BOOL, INT8, INT16, INT32, INT64, STRING, UUID, Array, Field, Struct
 
 _API_VERSIONS = (
-    Struct(),
+    Struct(
+        Field("client_software_name", STRING, "3+"),
+        Field("client_software_version", STRING, "3+"),
+    ),
     Struct(
         Field("error_code", INT16),
         Field(
@@ -28,6 +31,8 @@ _INIT_PRODUCER_ID = (
     Struct(
         Field("transactional_id", STRING, nullable="0+"),
         Field("transaction_timeout_ms", INT32),
+        Field("producer_id", INT64, "3+", default=-1),
+        Field("producer_epoch", INT16, "3+", default=-1),
     ),
     Struct(
         Field("throttle_time_ms", INT32, "0+"),
@@ -77,8 +82,25 @@ _CREATE_TOPICS = (
             Array(
                 Struct(
                     Field("name", STRING),
+                    Field("topic_id", UUID, "7+"),
                     Field("error_code", INT16),
                     Field("error_message", STRING, "1+", nullable="0+"),
+                    Field("num_partitions", INT32, "5+", default=-1),
+                    Field("replication_factor", INT16, "5+", default=-1),
+                    Field(
+                        "configs",
+                        Array(
+                            Struct(
+                                Field("name", STRING, "5+"),
+                                Field("value", STRING, "5+", nullable="5+"),
+                                Field("read_only", BOOL, "5+"),
+                                Field("config_source", INT8, "5+", default=-1),
+                                Field("is_sensitive", BOOL, "5+"),
+                            )
+                        ),
+                        "5+",
+                        nullable="5+",
+                    ),
                 )
             ),
         ),
