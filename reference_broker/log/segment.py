@@ -22,7 +22,6 @@ from reference_broker.records import (
     LOG_OVERHEAD,
     MAGIC,
     BatchHeader,
-    CompressionUnavailable,
     InvalidBatch,
     crc_ok,
     read_header,
@@ -374,8 +373,9 @@ class Segment:
         Starts from the time index entry just below ``timestamp`` (no batch up to that entry's
         batch can reach it), scans headers to the first batch whose max timestamp reaches it,
         then decodes that one batch to find the record, as Kafka does. ListOffsets by time is
-        the only place the broker reads record bytes. A batch whose codec is not installed
-        (snappy) answers with its base offset and max timestamp instead.
+        the only place the broker reads record bytes. A batch that does not decode (damaged on
+        disk below the recovery point, where start-up does not check CRCs) answers with its
+        base offset and max timestamp instead.
         """
         if self.max_timestamp < timestamp:
             return None
@@ -388,7 +388,7 @@ class Segment:
                     for record in iter_records(self.read_bytes(position, header.size)):
                         if record.timestamp >= timestamp:
                             return record.offset, record.timestamp
-                except CompressionUnavailable:
+                except InvalidBatch:
                     pass
                 return header.base_offset, header.max_timestamp
         return None
