@@ -256,3 +256,26 @@ def test_store_retention_and_flush_cover_every_partition(tmp_path: Path) -> None
     assert deleted > 0
     store.flush()
     store.close()
+
+
+def test_deleted_topics_and_added_partitions_survive_reopen(tmp_path: Path) -> None:
+    store = LogStore(tmp_path, LogConfig())
+    store.create_topic("grown", 1)
+    store.add_partitions("grown", 3)
+    with pytest.raises(InvalidPartitions, match="already has 3 partitions"):
+        store.add_partitions("grown", 3)
+    store.create_topic("gone", 2)
+    store.delete_topic("gone")
+    assert "gone" not in store.topics()
+    # A deletion cut short after its renames leaves "-delete" directories: never a topic.
+    (tmp_path / "stale-0.0123-delete").mkdir()
+    store.close()
+    reopened = LogStore(tmp_path, LogConfig())
+    assert reopened.topics() == {"grown": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "grown-0",
+        "grown-1",
+        "grown-2",
+        "topics.json",
+    ]
+    reopened.close()

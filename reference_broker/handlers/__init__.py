@@ -30,8 +30,13 @@ from reference_broker.handlers.groups import (
     handle_sync_group,
 )
 from reference_broker.handlers.topics import (
+    handle_alter_configs,
+    handle_create_partitions,
     handle_create_topics,
+    handle_delete_records,
+    handle_delete_topics,
     handle_describe_configs,
+    handle_incremental_alter_configs,
     handle_metadata,
 )
 from reference_broker.protocol import SCHEMA_VERSIONS, ApiKey
@@ -75,6 +80,11 @@ HANDLERS: dict[ApiKey, Handler] = {
     ApiKey.CREATE_TOPICS: handle_create_topics,
     ApiKey.INIT_PRODUCER_ID: handle_init_producer_id,
     ApiKey.DESCRIBE_CONFIGS: handle_describe_configs,
+    ApiKey.DELETE_TOPICS: handle_delete_topics,
+    ApiKey.CREATE_PARTITIONS: handle_create_partitions,
+    ApiKey.DELETE_RECORDS: handle_delete_records,
+    ApiKey.ALTER_CONFIGS: handle_alter_configs,
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: handle_incremental_alter_configs,
 }
 
 

@@ -3,6 +3,7 @@ them out, plus one small JSON file with each topic's id, partition count and con
 
 import json
 import re
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from reference_broker.log.partition import PartitionLog, fsync_directory
 from reference_broker.log.producer_ids import PRODUCER_ID_BLOCK_FILE, ProducerIds
 
 TOPICS_FILE = "topics.json"
+DELETING_SUFFIX = "-delete"  # a deleted topic's partition directory, until it is removed
 MAX_TOPIC_NAME_LENGTH = 249
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 
@@ -56,6 +58,8 @@ class LogStore:
         self.log_dir = Path(log_dir)
         self.config = config
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        for path in self.log_dir.glob(f"*{DELETING_SUFFIX}"):
+            shutil.rmtree(path)  # a topic deletion interrupted after its renames
         # name -> {"id": uuid, "partitions": n, "config": {...}}: the contents of topics.json
         self._metadata = self._read_metadata()
         changed = not (self.log_dir / TOPICS_FILE).exists()
@@ -149,6 +153,78 @@ class LogStore:
             raise
         self._ids[topic_id] = name
         self._open_topic(name)
+
+    def add_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+        """Grow a topic to ``count`` partitions (CreatePartitions); existing ones are untouched.
+
+        Raises UnknownTopic, or InvalidPartitions unless ``count`` is above the current count
+        (Kafka's messages). ``topics.json`` is written first, as in create_topic.
+        """
+        topic = self._topic(name)
+        current = len(topic.partitions)
+        if type(count) is not int or count <= current:
+            problem = "already has" if count == current else "currently has"
+            raise InvalidPartitions(
+                f"Topic {problem} {current} partitions"
+                + ("" if count == current else f", which is higher than the requested {count}")
+            )
+        if validate_only:
+            return
+        entry = self._metadata[name]
+        entry["partitions"] = count
+        try:
+            self._write_metadata()
+        except OSError:
+            entry["partitions"] = current
+            raise
+        topic.partitions += [
+            PartitionLog(self.log_dir / f"{name}-{i}", topic.config, topic=name, partition=i)
+            for i in range(current, count)
+        ]
+
+    def alter_topic_config(
+        self, name: str, overrides: dict[str, str], *, validate_only: bool = False
+    ) -> None:
+        """Replace the topic's config overrides (all of them: what is not named takes the
+        broker's value again). Applies at once to every partition: the next append, roll and
+        retention pass use it. Raises UnknownTopic or InvalidConfig before any change."""
+        topic = self._topic(name)
+        config = self.config.with_overrides(overrides)
+        if validate_only:
+            return
+        entry = self._metadata[name]
+        previous, entry["config"] = entry["config"], dict(overrides)
+        try:
+            self._write_metadata()
+        except OSError:
+            entry["config"] = previous
+            raise
+        topic.config = config
+        for log in topic.partitions:
+            log.config = config
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and its data (DeleteTopics).
+
+        Each partition is closed and its directory renamed to ``...-delete`` before
+        ``topics.json`` forgets the topic, then removed: a crash in between leaves either the
+        topic, empty, or nothing, never a topic brought back from its directories with default
+        configs. A fetch still sending from the topic's files fails on its connection.
+        """
+        topic = self._topic(name)
+        entry = self._metadata[name]
+        for log in topic.partitions:
+            log.close()
+        doomed = []
+        for log in topic.partitions:
+            target = log.directory.with_name(f"{log.directory.name}.{entry['id']}{DELETING_SUFFIX}")
+            log.directory.rename(target)
+            doomed.append(target)
+        fsync_directory(self.log_dir)
+        del self._metadata[name], self._topics[name], self._ids[uuid.UUID(entry["id"])]
+        self._write_metadata()
+        for path in doomed:
+            shutil.rmtree(path)
 
     def topics(self) -> dict[str, int]:
         """Topic name -> partition count."""

@@ -1,5 +1,6 @@
-"""Connection set-up and administration: ApiVersions, InitProducerId, CreateTopics,
-DescribeConfigs (request, response)."""
+"""Connection set-up and topic administration: ApiVersions, InitProducerId, CreateTopics,
+DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs, AlterConfigs,
+IncrementalAlterConfigs (request, response)."""
 
 from __future__ import annotations
 
@@ -164,9 +165,166 @@ _DESCRIBE_CONFIGS = (
     ),
 )
 
+_DELETE_TOPICS = (
+    Struct(
+        Field(
+            "topics",
+            Array(
+                Struct(
+                    Field("name", STRING, "6+", nullable="6+", default=None),
+                    Field("topic_id", UUID, "6+"),
+                )
+            ),
+            "6+",
+        ),
+        Field("topic_names", Array(STRING), "0-5"),
+        Field("timeout_ms", INT32),
+    ),
+    Struct(
+        Field("throttle_time_ms", INT32, "1+"),
+        Field(
+            "responses",
+            Array(
+                Struct(
+                    Field("name", STRING, nullable="6+"),
+                    Field("topic_id", UUID, "6+"),
+                    Field("error_code", INT16),
+                    Field("error_message", STRING, "5+", nullable="5+", default=None),
+                )
+            ),
+        ),
+    ),
+)
+
+_CREATE_PARTITIONS = (
+    Struct(
+        Field(
+            "topics",
+            Array(
+                Struct(
+                    Field("name", STRING),
+                    Field("count", INT32),
+                    Field(
+                        "assignments",
+                        Array(Struct(Field("broker_ids", Array(INT32)))),
+                        nullable="0+",
+                    ),
+                )
+            ),
+        ),
+        Field("timeout_ms", INT32),
+        Field("validate_only", BOOL),
+    ),
+    Struct(
+        Field("throttle_time_ms", INT32),
+        Field(
+            "results",
+            Array(
+                Struct(
+                    Field("name", STRING),
+                    Field("error_code", INT16),
+                    Field("error_message", STRING, nullable="0+", default=None),
+                )
+            ),
+        ),
+    ),
+)
+
+_DELETE_RECORDS = (
+    Struct(
+        Field(
+            "topics",
+            Array(
+                Struct(
+                    Field("name", STRING),
+                    Field(
+                        "partitions",
+                        Array(Struct(Field("partition_index", INT32), Field("offset", INT64))),
+                    ),
+                )
+            ),
+        ),
+        Field("timeout_ms", INT32),
+    ),
+    Struct(
+        Field("throttle_time_ms", INT32),
+        Field(
+            "topics",
+            Array(
+                Struct(
+                    Field("name", STRING),
+                    Field(
+                        "partitions",
+                        Array(
+                            Struct(
+                                Field("partition_index", INT32),
+                                Field("low_watermark", INT64),
+                                Field("error_code", INT16),
+                            )
+                        ),
+                    ),
+                )
+            ),
+        ),
+    ),
+)
+
+# AlterConfigs and IncrementalAlterConfigs answer the same way; the incremental request adds
+# an operation per config (0 set, 1 delete, 2 append, 3 subtract).
+_ALTER_CONFIGS_RESPONSE = Struct(
+    Field("throttle_time_ms", INT32),
+    Field(
+        "responses",
+        Array(
+            Struct(
+                Field("error_code", INT16),
+                Field("error_message", STRING, nullable="0+"),
+                Field("resource_type", INT8),
+                Field("resource_name", STRING),
+            )
+        ),
+    ),
+)
+
+
+def _alter_configs_request(*config: Field) -> Struct:
+    return Struct(
+        Field(
+            "resources",
+            Array(
+                Struct(
+                    Field("resource_type", INT8),
+                    Field("resource_name", STRING),
+                    Field("configs", Array(Struct(*config))),
+                )
+            ),
+        ),
+        Field("validate_only", BOOL),
+    )
+
+
+_ALTER_CONFIGS = (
+    _alter_configs_request(Field("name", STRING), Field("value", STRING, nullable="0+")),
+    _ALTER_CONFIGS_RESPONSE,
+)
+
+_INCREMENTAL_ALTER_CONFIGS = (
+    _alter_configs_request(
+        Field("name", STRING),
+        Field("config_operation", INT8),
+        Field("value", STRING, nullable="0+"),
+    ),
+    _ALTER_CONFIGS_RESPONSE,
+)
+
 DECLARED: dict[ApiKey, tuple[Struct, Struct]] = {
     ApiKey.API_VERSIONS: _API_VERSIONS,
     ApiKey.INIT_PRODUCER_ID: _INIT_PRODUCER_ID,
     ApiKey.CREATE_TOPICS: _CREATE_TOPICS,
     ApiKey.DESCRIBE_CONFIGS: _DESCRIBE_CONFIGS,
+    ApiKey.DELETE_TOPICS: _DELETE_TOPICS,
+    ApiKey.CREATE_PARTITIONS: _CREATE_PARTITIONS,
+    ApiKey.DELETE_RECORDS: _DELETE_RECORDS,
+    ApiKey.ALTER_CONFIGS: _ALTER_CONFIGS,
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: _INCREMENTAL_ALTER_CONFIGS,
 }
