@@ -420,13 +420,14 @@ class PartitionLog:
         return self._distance_to_end(index, position)
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``.
+        """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``, at or
+        after the log start (records below it that DeleteRecords left in a segment are gone).
 
         None if no record is that recent (see ``Segment.find_timestamp``). ListOffsets' special
         timestamps (-1 latest, -2 earliest) are the caller's: log_end_offset, log_start_offset.
         """
         for segment in self._segments:
-            found = segment.find_timestamp(timestamp)
+            found = segment.find_timestamp(timestamp, self.log_start_offset)
             if found is not None:
                 return found
         return None

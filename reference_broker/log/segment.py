@@ -367,8 +367,9 @@ class Segment:
                 return position, header
         return None
 
-    def find_timestamp(self, timestamp: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``.
+    def find_timestamp(self, timestamp: int, min_offset: int = 0) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after ``min_offset`` (the log start)
+        whose timestamp is >= ``timestamp``.
 
         Starts from the time index entry just below ``timestamp`` (no batch up to that entry's
         batch can reach it), scans headers to the first batch whose max timestamp reaches it,
@@ -383,14 +384,13 @@ class Segment:
         entry = self.time_index.below(timestamp)
         start = self.offset_index.floor(entry[1]) if entry else None
         for position, header in self.headers(start[1] if start else 0):
-            if header.max_timestamp >= timestamp:
+            if header.max_timestamp >= timestamp and header.last_offset >= min_offset:
                 try:
                     for record in iter_records(self.read_bytes(position, header.size)):
-                        if record.timestamp >= timestamp:
+                        if record.timestamp >= timestamp and record.offset >= min_offset:
                             return record.offset, record.timestamp
                 except InvalidBatch:
-                    pass
-                return header.base_offset, header.max_timestamp
+                    return max(header.base_offset, min_offset), header.max_timestamp
         return None
 
     @property
