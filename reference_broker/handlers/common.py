@@ -15,6 +15,7 @@ from reference_broker.groups import OFFSETS_TOPIC
 from reference_broker.log import (
     InvalidTopic,
     LogError,
+    UnknownTopic,
     validate_topic_name,
 )
 from reference_broker.log.partition import PartitionLog
@@ -117,7 +118,10 @@ async def auto_create(broker: Broker, names: Iterable[str]) -> dict[str, ErrorCo
 
 def topic_id_of(broker: Broker, name: str) -> UUID:
     """The topic's id, or the zero UUID ("none") for a topic that does not exist."""
-    return broker.store.topic_id(name) if name in broker.store.topics() else ZERO_UUID
+    try:
+        return broker.store.topic_id(name)
+    except UnknownTopic:
+        return ZERO_UUID
 
 
 def now_ms() -> int:

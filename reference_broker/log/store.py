@@ -42,6 +42,7 @@ def validate_topic_name(name: str) -> None:
 class _Topic:
     config: LogConfig
     partitions: list[PartitionLog]
+    topic_id: uuid.UUID
 
 
 class LogStore:
@@ -112,7 +113,7 @@ class LogStore:
             PartitionLog(self.log_dir / f"{name}-{i}", config, topic=name, partition=i)
             for i in range(entry["partitions"])
         ]
-        self._topics[name] = _Topic(config, logs)
+        self._topics[name] = _Topic(config, logs, uuid.UUID(entry["id"]))
 
     def _write_metadata(self) -> None:
         """Replace ``topics.json`` atomically: temp file, fsync, rename, fsync the directory."""
@@ -221,7 +222,7 @@ class LogStore:
             log.directory.rename(target)
             doomed.append(target)
         fsync_directory(self.log_dir)
-        del self._metadata[name], self._topics[name], self._ids[uuid.UUID(entry["id"])]
+        del self._metadata[name], self._topics[name], self._ids[topic.topic_id]
         self._write_metadata()
         for path in doomed:
             shutil.rmtree(path)
@@ -234,8 +235,7 @@ class LogStore:
         """The topic's id (Kafka's topic UUID): random (a v4 UUID is never the zero UUID that
         means "no id" on the wire), made at creation and kept in ``topics.json``, so it stays
         the same across restarts and a re-created topic of the same name differs."""
-        self._topic(name)
-        return uuid.UUID(self._metadata[name]["id"])
+        return self._topic(name).topic_id
 
     def topic_name(self, topic_id: uuid.UUID) -> str | None:
         """The name of the topic with this id, or None (Kafka's UNKNOWN_TOPIC_ID)."""
