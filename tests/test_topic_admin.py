@@ -6,6 +6,7 @@ start moves and survives a restart, altered configs are honoured, deleted data i
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,13 @@ def _confluent(bootstrap: str, topic: str) -> Outcome:
             return _code(exc)
         return 0
 
-    def configs(name: str, value: str) -> dict:
+    def configs(name: str, value: str, *, incremental: bool) -> dict:
+        """IncrementalAlterConfigs, or the legacy AlterConfigs (deprecated in the client)."""
+        if not incremental:
+            resource = ConfigResource(ResourceType.TOPIC, topic, set_config={name: value})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return admin.alter_configs([resource])
         entry = ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
         resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
         return admin.incremental_alter_configs([resource])
@@ -76,8 +83,8 @@ def _confluent(bootstrap: str, topic: str) -> Outcome:
         delete_records_beyond_end=outcome(admin.delete_records([TopicPartition(topic, 0, 99)])),
         grow_partitions=outcome(admin.create_partitions([NewPartitions(topic, 3)])),
         shrink_partitions=outcome(admin.create_partitions([NewPartitions(topic, 2)])),
-        set_config=outcome(configs("retention.ms", "86400000")),
-        unknown_config=outcome(configs("no.such.config", "1")),
+        set_config=outcome(configs("retention.ms", "86400000", incremental=True)),
+        unknown_config=outcome(configs("no.such.config", "1", incremental=False)),
         delete_topic=outcome(admin.delete_topics([topic])),
         delete_unknown_topic=outcome(admin.delete_topics(["no-such-topic"])),
     )
