@@ -156,3 +156,29 @@ def test_batched_coordinator_and_committed_offset_lookups(broker):
     assert committed["name"] == "committed"
     assert [(p["committed_offset"], p["metadata"]) for p in committed["partitions"]] == [(5, "m")]
     assert groups[1]["topics"] == [] and groups[1]["error_code"] == ErrorCode.NONE
+
+
+def test_join_and_sync_answer_the_groups_protocol_type_and_name(broker):
+    """JoinGroup v7+ and SyncGroup v5+ answer with the group's protocol type (and name), which
+    the Java client compares with its own: a null there is tolerated, a wrong one is not."""
+    group = {"group_id": "typed", "session_timeout_ms": 10_000, "rebalance_timeout_ms": 10_000}
+    join = {**group, "protocol_type": "consumer", "protocols": [{"name": "range", "metadata": b""}]}
+    with Connection(broker.bootstrap) as conn:
+        first = conn.request(ApiKey.JOIN_GROUP, 9, {**join, "member_id": ""})
+        assert first["error_code"] == ErrorCode.MEMBER_ID_REQUIRED  # v4+: join again with it
+        joined = conn.request(ApiKey.JOIN_GROUP, 9, {**join, "member_id": first["member_id"]})
+        assert joined["error_code"] == ErrorCode.NONE
+        assert (joined["protocol_type"], joined["protocol_name"]) == ("consumer", "range")
+        assert joined["skip_assignment"] is False
+        member = joined["member_id"]
+        sync = {
+            "group_id": "typed",
+            "generation_id": joined["generation_id"],
+            "member_id": member,
+            "protocol_type": "consumer",
+            "protocol_name": "range",
+            "assignments": [{"member_id": member, "assignment": b"mine"}],
+        }
+        synced = conn.request(ApiKey.SYNC_GROUP, 5, sync)
+    assert (synced["error_code"], synced["assignment"]) == (ErrorCode.NONE, b"mine")
+    assert (synced["protocol_type"], synced["protocol_name"]) == ("consumer", "range")
