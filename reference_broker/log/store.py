@@ -163,12 +163,12 @@ class LogStore:
         """
         topic = self._topic(name)
         current = len(topic.partitions)
-        if type(count) is not int or count <= current:
-            problem = "already has" if count == current else "currently has"
+        if type(count) is not int or count < current:
             raise InvalidPartitions(
-                f"Topic {problem} {current} partitions"
-                + ("" if count == current else f", which is higher than the requested {count}")
+                f"Topic currently has {current} partition(s), more than the {count} requested"
             )
+        if count == current:
+            raise InvalidPartitions(f"Topic already has {current} partition(s).")
         if validate_only:
             return
         entry = self._metadata[name]
