@@ -98,10 +98,11 @@ def is_flexible_request(api_key: int, api_version: int) -> bool:
     """Whether a request of this key and version carries request header v2 (tagged fields).
 
     Unknown keys are taken as non-flexible: their header is read up to the client id, which is
-    all the broker needs to answer UNSUPPORTED_VERSION.
+    all the broker needs to answer UNSUPPORTED_VERSION. So is a key without an entry in
+    FIRST_FLEXIBLE_VERSION (an API whose JSON says ``"flexibleVersions": "none"``).
     """
     try:
-        first = FIRST_FLEXIBLE_VERSION[ApiKey(api_key)]
+        first = FIRST_FLEXIBLE_VERSION.get(ApiKey(api_key))
     except ValueError:
         return False
-    return api_version >= first
+    return first is not None and api_version >= first
