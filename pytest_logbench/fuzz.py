@@ -26,6 +26,7 @@ from reference_broker.protocol import (
     encode_request,
     request_schema,
 )
+from reference_broker.protocol.api_keys import api_name
 
 _INT_BITS = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
 
@@ -73,7 +74,7 @@ FUZZ_FIELDS: Mapping[str, SearchStrategy[Any]] = {
     # request that Kafka refuses (KAFKA-17870).
     "topics.num_partitions": _SMALL_INT32 | st.sampled_from([10_001, 2**31 - 1]),
     "topics.replication_factor": _mostly(st.sampled_from([-1, 1]), _small_or_any(16)),
-    "topics.assignments": st.just([])
+    "CreateTopics:topics.assignments": st.just([])
     | st.lists(
         st.fixed_dictionaries(
             {"partition_index": _SMALL_INT32, "broker_ids": st.lists(_SMALL_INT32, max_size=2)}
@@ -94,7 +95,8 @@ FUZZ_FIELDS: Mapping[str, SearchStrategy[Any]] = {
     ),
 }
 """Overrides that steer schema-derived fuzz bodies to the broker's logic instead of its first
-validation: by field name, or by dotted path (``topics.configs``) where names are ambiguous."""
+validation: by field name, or by dotted path (``topics.configs``) where names are ambiguous, or
+by API and path (``CreateTopics:topics.assignments``) where paths are."""
 
 
 def record_payloads() -> SearchStrategy[bytes | None]:
@@ -154,19 +156,22 @@ def request_bodies(
 ) -> SearchStrategy[dict[str, Any]]:
     """Bodies that encode as the request ``api_key`` v``version``, derived from its schema:
     every field present, integers at their type's limits as often as small, arrays of 0-3,
-    ``records`` from ``record_payloads``; ``overrides`` replaces fields by dotted path (array
-    levels omitted: ``topics.configs``) or else by name."""
-    return _body(request_schema(api_key, version), overrides, "")
+    ``records`` from ``record_payloads``; ``overrides`` replaces fields by API and dotted
+    path (array levels omitted: ``CreateTopics:topics.assignments``), by dotted path, or else
+    by name."""
+    return _body(request_schema(api_key, version), overrides, "", f"{api_name(api_key)}:")
 
 
 def _body(
-    schema: StructSchema, overrides: Mapping[str, SearchStrategy[Any]], path: str
+    schema: StructSchema, overrides: Mapping[str, SearchStrategy[Any]], path: str, api: str
 ) -> SearchStrategy[dict[str, Any]]:
     fields = {}
     for f in schema.fields:
         where = path + f.name
-        found = overrides.get(where, overrides.get(f.name))
-        fields[f.name] = found if found is not None else _value(f.type, overrides, where + ".")
+        found = overrides.get(api + where, overrides.get(where, overrides.get(f.name)))
+        if found is None:
+            found = _value(f.type, overrides, where + ".", api)
+        fields[f.name] = found
     return st.fixed_dictionaries(fields)
 
 
@@ -174,11 +179,12 @@ def _value(
     type_: Primitive | ArraySchema | StructSchema,
     overrides: Mapping[str, SearchStrategy[Any]],
     path: str,
+    api: str,
 ) -> SearchStrategy[Any]:
     if isinstance(type_, StructSchema):
-        return _body(type_, overrides, path)
+        return _body(type_, overrides, path, api)
     if isinstance(type_, ArraySchema):
-        items = st.lists(_value(type_.element, overrides, path), max_size=3)
+        items = st.lists(_value(type_.element, overrides, path, api), max_size=3)
         return st.none() | items if type_.nullable else items
     if type_.name in _INT_BITS:
         values: SearchStrategy[Any] = _small_or_any(_INT_BITS[type_.name])
@@ -188,6 +194,8 @@ def _value(
         values = st.text(max_size=16) | st.text(min_size=200, max_size=400)
     elif type_.name == "records":
         return record_payloads()
+    elif type_.name == "uuid":
+        values = st.uuids()
     else:
         values = st.binary(max_size=32)
     return st.none() | values if type_.nullable else values

@@ -45,6 +45,7 @@ class ErrorCode(IntEnum):
     OUT_OF_ORDER_SEQUENCE_NUMBER = 45
     DUPLICATE_SEQUENCE_NUMBER = 46
     INVALID_PRODUCER_EPOCH = 47
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
     KAFKA_STORAGE_ERROR = 56
     NON_EMPTY_GROUP = 68
     GROUP_ID_NOT_FOUND = 69
@@ -54,3 +55,13 @@ class ErrorCode(IntEnum):
     FENCED_INSTANCE_ID = 82
     GROUP_SUBSCRIBED_TO_TOPIC = 86
     INVALID_RECORD = 87
+    UNKNOWN_TOPIC_ID = 100
+
+
+TRANSACTIONS_REFUSED = (
+    "transactions are not supported by this broker (it has no transaction coordinator); "
+    "use a producer without transactional.id (idempotence works)"
+)
+"""The message with every TRANSACTIONAL_ID_AUTHORIZATION_FAILED the broker answers. That code,
+not COORDINATOR_NOT_AVAILABLE, because clients treat it as fatal: they fail at once instead of
+retrying a coordinator lookup that can never succeed."""

@@ -15,7 +15,7 @@ from enum import IntEnum
 
 import cramjam
 
-from reference_broker.errors import ErrorCode
+from reference_broker.errors import TRANSACTIONS_REFUSED, ErrorCode
 
 HEADER_SIZE = 61
 """Bytes of a v2 batch header, base offset to record count."""
@@ -244,7 +244,8 @@ def batch_codec(header: BatchHeader, pos: int) -> Compression:
 
 
 def _check_produced(header: BatchHeader, pos: int) -> None:
-    """The record-count and control checks, which only apply to batches from clients."""
+    """The record-count, control and transaction checks, which only apply to batches from
+    clients."""
     if header.record_count <= 0:
         raise InvalidBatch(
             ErrorCode.INVALID_RECORD, f"record count {header.record_count} is not positive", pos
@@ -259,6 +260,10 @@ def _check_produced(header: BatchHeader, pos: int) -> None:
     if header.is_control:
         raise InvalidBatch(
             ErrorCode.INVALID_RECORD, "control batches are written by brokers, not clients", pos
+        )
+    if header.is_transactional:
+        raise InvalidBatch(
+            ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_REFUSED, pos
         )
 
 

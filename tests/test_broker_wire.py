@@ -17,7 +17,7 @@ import pytest
 
 from pytest_logbench.client import Connection, HarnessClient, KafkaError
 from reference_broker.errors import ErrorCode
-from reference_broker.protocol import ApiKey, encode_request
+from reference_broker.protocol import ApiKey, decode_response, encode_request
 from reference_broker.record_codec import build_batch
 
 RECORDS = [(b"k", b"v" * 100, [])] * 10
@@ -83,18 +83,37 @@ def test_truncated_frame_then_disconnect_is_survived(broker):
     _still_serves(broker)
 
 
-def test_api_versions_v3_gets_unsupported_version_with_our_ranges(broker):
+def _api_versions(broker, version: int) -> bytes:
+    """The response payload to an ApiVersions request of ``version`` (flexible: header v2,
+    client id as int16 string, then tagged fields; compact strings in the body)."""
     sock = _raw(broker)
-    # ApiVersions v3 is flexible: header v2 (client id as int16 string, then tagged fields).
-    body = b"\x00" + b"\x05logbe" + b"\x021" + b"\x00"
-    header = struct.pack(">hhih", ApiKey.API_VERSIONS, 3, 77, 4) + b"test" + b"\x00"
+    body = b"\x06logbe" + b"\x021" + b"\x00"
+    header = struct.pack(">hhih", ApiKey.API_VERSIONS, version, 77, 4) + b"test" + b"\x00"
     sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
     size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
-    payload = sock.recv(size, socket.MSG_WAITALL)
+    return sock.recv(size, socket.MSG_WAITALL)
+
+
+def test_api_versions_v5_gets_unsupported_version_with_our_ranges(broker):
+    payload = _api_versions(broker, 5)
     correlation, error = struct.unpack(">ih", payload[:6])
     assert (correlation, error) == (77, ErrorCode.UNSUPPORTED_VERSION)
     keys = struct.unpack(">i", payload[6:10])[0]
     assert keys >= 10  # the v0 body lists our ranges so the client can retry
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_flexible_api_versions_are_answered(broker, version):
+    """@platformatic/kafka (and every Kafka 4 client) starts with ApiVersions v3 or v4 and
+    gave up on UNSUPPORTED_VERSION. The answer keeps response header v0, as Kafka's does."""
+    correlation, body = decode_response(
+        ApiKey.API_VERSIONS, version, _api_versions(broker, version)
+    )
+    assert (correlation, body["error_code"]) == (77, ErrorCode.NONE)
+    ranges = {k["api_key"]: (k["min_version"], k["max_version"]) for k in body["api_keys"]}
+    assert ranges[ApiKey.API_VERSIONS] == (0, 4)
+    assert ranges[ApiKey.FETCH] == (0, 16)
+    assert ranges[ApiKey.METADATA] == (0, 12)
 
 
 def test_produce_validation_errors_append_nothing(broker):

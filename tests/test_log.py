@@ -221,6 +221,43 @@ def test_offset_for_timestamp_finds_the_record_inside_a_batch(logs: Logs, codec)
     assert log.offset_for_timestamp(491) is None
 
 
+def test_offset_of_max_timestamp_is_the_first_record_holding_it(logs: Logs) -> None:
+    log = logs.open(segment_bytes=1024)
+    assert log.offset_of_max_timestamp() is None
+    for timestamp in [100, 700, 300, 700, 200]:
+        log.append(batch(timestamp=timestamp))
+    assert len(log.segments) > 1
+    assert log.offset_of_max_timestamp() == (1, 700)
+
+
+def test_deleted_records_are_not_found_by_time_nor_read(logs: Logs) -> None:
+    log = logs.open()
+    log.append(build_batch([(b"k", VALUE)] * 10, timestamps=list(range(100, 110))))
+    assert log.delete_records(5) == 5
+    assert log.offset_for_timestamp(102) == (5, 105)
+    with pytest.raises(OffsetOutOfRange):
+        log.read(4, 1000)
+    assert log.read(5, 1000).slice is not None  # the batch holding 5, whole (KIP-74)
+    with pytest.raises(OffsetOutOfRange):
+        log.delete_records(11)
+    logs.close(log)
+    assert logs.open().log_start_offset == 5
+
+
+def test_offset_for_timestamp_in_a_batch_damaged_on_disk_answers_the_batch(logs: Logs) -> None:
+    """A batch whose bytes rotted after the append (below the recovery point its CRC is not
+    checked at start-up) cannot be decoded: ListOffsets answers its base offset and maximum
+    timestamp, as before records were decoded, instead of failing the request."""
+    log = logs.open()
+    log.append(build_batch([(b"k", VALUE)] * 5, timestamps=[10, 20, 30, 40, 50]))
+    log.flush()
+    path = log.segments[0].path
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # inside the last record's value: the CRC no longer matches
+    path.write_bytes(bytes(data))
+    assert log.offset_for_timestamp(25) == (0, 50)
+
+
 # --- roll -------------------------------------------------------------------------------------
 
 

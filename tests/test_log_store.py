@@ -191,13 +191,17 @@ def test_topics_overrides_and_data_survive_reopen(tmp_path: Path) -> None:
     assert (tmp_path / "small-1" / CLEAN_SHUTDOWN_MARKER).exists()
     assert not list(tmp_path.glob("*.tmp"))
     saved = json.loads((tmp_path / "topics.json").read_text())
+    topic_id = store.topic_id("small")
     assert saved["topics"]["small"] == {
+        "id": str(topic_id),
         "partitions": 2,
         "config": {"segment.bytes": "1024", "retention.bytes": "5000"},
     }
 
     reopened = LogStore(tmp_path, config)
     assert reopened.topics() == {"small": 2, "plain": 1}
+    assert reopened.topic_id("small") == topic_id != reopened.topic_id("plain")
+    assert reopened.topic_name(topic_id) == "small"
     assert reopened.topic_config("small") == LogConfig(
         retention_ms=1000, segment_bytes=1024, retention_bytes=5000
     )
@@ -225,6 +229,20 @@ def test_directories_without_metadata_are_discovered(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_topics_written_before_topic_ids_get_one_that_stays(tmp_path: Path) -> None:
+    """A log dir from a broker without topic ids: each topic gets an id at the first start,
+    saved at once, so Metadata v10+ and Fetch v13+ see the same id after every restart."""
+    old = {"version": 1, "topics": {"old": {"partitions": 1, "config": {}}}}
+    (tmp_path / "topics.json").write_text(json.dumps(old))
+    store = LogStore(tmp_path, LogConfig())
+    topic_id = store.topic_id("old")
+    store.close()
+    assert json.loads((tmp_path / "topics.json").read_text())["topics"]["old"]["id"] == str(
+        topic_id
+    )
+    assert LogStore(tmp_path, LogConfig()).topic_id("old") == topic_id
+
+
 def test_store_retention_and_flush_cover_every_partition(tmp_path: Path) -> None:
     store = LogStore(tmp_path, LogConfig(segment_bytes=1024, retention_bytes=0))
     store.create_topic("t", 2)
@@ -238,3 +256,26 @@ def test_store_retention_and_flush_cover_every_partition(tmp_path: Path) -> None
     assert deleted > 0
     store.flush()
     store.close()
+
+
+def test_deleted_topics_and_added_partitions_survive_reopen(tmp_path: Path) -> None:
+    store = LogStore(tmp_path, LogConfig())
+    store.create_topic("grown", 1)
+    store.add_partitions("grown", 3)
+    with pytest.raises(InvalidPartitions, match=r"already has 3 partition\(s\)"):
+        store.add_partitions("grown", 3)
+    store.create_topic("gone", 2)
+    store.delete_topic("gone")
+    assert "gone" not in store.topics()
+    # A deletion cut short after its renames leaves "-delete" directories: never a topic.
+    (tmp_path / "stale-0.0123-delete").mkdir()
+    store.close()
+    reopened = LogStore(tmp_path, LogConfig())
+    assert reopened.topics() == {"grown": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "grown-0",
+        "grown-1",
+        "grown-2",
+        "topics.json",
+    ]
+    reopened.close()

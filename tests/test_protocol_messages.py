@@ -14,7 +14,14 @@ import kafka.protocol.old
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kafka.protocol.admin.configs import DescribeConfigsRequest, DescribeConfigsResponse
+from kafka.protocol.admin.configs import (
+    AlterConfigsRequest,
+    AlterConfigsResponse,
+    DescribeConfigsRequest,
+    DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+)
 from kafka.protocol.admin.groups import (
     DeleteGroupsRequest,
     DeleteGroupsResponse,
@@ -23,7 +30,16 @@ from kafka.protocol.admin.groups import (
     ListGroupsRequest,
     ListGroupsResponse,
 )
-from kafka.protocol.admin.topics import CreateTopicsRequest, CreateTopicsResponse
+from kafka.protocol.admin.topics import (
+    CreatePartitionsRequest,
+    CreatePartitionsResponse,
+    CreateTopicsRequest,
+    CreateTopicsResponse,
+    DeleteRecordsRequest,
+    DeleteRecordsResponse,
+    DeleteTopicsRequest,
+    DeleteTopicsResponse,
+)
 from kafka.protocol.consumer.fetch import FetchRequest, FetchResponse
 from kafka.protocol.consumer.group import (
     HeartbeatRequest,
@@ -68,6 +84,8 @@ from reference_broker.protocol import (
     request_schema,
     response_schema,
 )
+from reference_broker.protocol.api_keys import is_flexible_request
+from reference_broker.protocol.header import has_response_header_v1
 
 CASES = [
     pytest.param(key, version, id=f"{key.name}-v{version}")
@@ -98,6 +116,8 @@ def _values(type_: Primitive | ArraySchema | StructSchema) -> st.SearchStrategy[
         values = st.booleans()
     elif type_.name == "string":
         values = st.text(max_size=8)
+    elif type_.name == "uuid":
+        values = st.uuids()
     else:  # bytes, records
         values = st.binary(max_size=16)
     return st.none() | values if type_.nullable else values
@@ -151,8 +171,16 @@ def _old_classes() -> dict[tuple[int, int, bool], type]:
 
 
 OLD = _old_classes()
+# kafka.protocol.old nests CreatePartitions' count and assignments in a struct of their own:
+# the same bytes in another shape, so only the JSON-driven check below covers it.
+OLD_SHAPED_OTHERWISE = {ApiKey.CREATE_PARTITIONS}
 OLD_CASES = [
-    p for p in CASES if (p.values[0], p.values[1], True) in OLD and (*p.values[:2], False) in OLD
+    p
+    for p in CASES
+    if (*p.values, True) in OLD
+    and (*p.values, False) in OLD
+    and not is_flexible_request(*p.values)
+    and p.values[0] not in OLD_SHAPED_OTHERWISE
 ]
 
 
@@ -180,10 +208,26 @@ def _old_value(type_: Any, value: Any, old_type: Any) -> Any:
     return bytes(value) if type_.name in ("bytes", "records") else value
 
 
-def test_old_classes_cover_nearly_everything() -> None:
-    # kafka-python has no hand-written CreateTopics v4 / DescribeConfigs v3 / DescribeGroups v4
-    # / ListGroups v2 / OffsetDelete v0; the JSON-driven cross-check below covers those.
-    assert len(OLD_CASES) == len(CASES) - 5
+def test_old_classes_cover_nearly_every_non_flexible_version() -> None:
+    # kafka-python has no hand-written CreateTopics v4, DescribeConfigs v3, DeleteRecords v1,
+    # IncrementalAlterConfigs v0, DescribeGroups v4, ListGroups v2 or OffsetDelete v0, and its
+    # hand-written classes are not used for flexible
+    # versions; the JSON-driven cross-check below covers those.
+    rigid = {
+        tuple(p.values)
+        for p in CASES
+        if not is_flexible_request(*p.values) and p.values[0] not in OLD_SHAPED_OTHERWISE
+    }
+    missing = {
+        (ApiKey.CREATE_TOPICS, 4),
+        (ApiKey.DESCRIBE_CONFIGS, 3),
+        (ApiKey.DELETE_RECORDS, 1),
+        (ApiKey.INCREMENTAL_ALTER_CONFIGS, 0),
+        (ApiKey.DESCRIBE_GROUPS, 4),
+        (ApiKey.LIST_GROUPS, 2),
+        (ApiKey.OFFSET_DELETE, 0),
+    }
+    assert {tuple(p.values) for p in OLD_CASES} == rigid - missing
 
 
 @pytest.mark.parametrize(("api_key", "version"), OLD_CASES)
@@ -250,6 +294,14 @@ NEW = {
     ApiKey.DESCRIBE_GROUPS: (DescribeGroupsRequest, DescribeGroupsResponse),
     ApiKey.DELETE_GROUPS: (DeleteGroupsRequest, DeleteGroupsResponse),
     ApiKey.OFFSET_DELETE: (OffsetDeleteRequest, OffsetDeleteResponse),
+    ApiKey.DELETE_TOPICS: (DeleteTopicsRequest, DeleteTopicsResponse),
+    ApiKey.CREATE_PARTITIONS: (CreatePartitionsRequest, CreatePartitionsResponse),
+    ApiKey.DELETE_RECORDS: (DeleteRecordsRequest, DeleteRecordsResponse),
+    ApiKey.ALTER_CONFIGS: (AlterConfigsRequest, AlterConfigsResponse),
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: (
+        IncrementalAlterConfigsRequest,
+        IncrementalAlterConfigsResponse,
+    ),
 }
 
 
@@ -260,6 +312,20 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return bytes(value) if isinstance(value, memoryview) else value
+
+
+def _untagged(theirs: Any, ours: Any) -> Any:
+    """kafka-python's dict without the tagged fields it fills with defaults (our schemas
+    declare none: the broker skips them and sends none). The byte comparisons below still
+    catch any regular field either side lacks."""
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        renamed = {"authorized_operations"}  # see _as_kafka_python
+        return {
+            k: _untagged(v, ours.get(k)) for k, v in theirs.items() if k in ours or k in renamed
+        }
+    if isinstance(theirs, list) and isinstance(ours, list):
+        return [_untagged(t, o) for t, o in zip(theirs, ours, strict=False)]
+    return theirs
 
 
 def _bits(value: int) -> set[int] | None:
@@ -277,8 +343,10 @@ def _as_kafka_python(api_key: ApiKey, body: dict[str, Any]) -> dict[str, Any]:
                 group["authorized_operations"] = _bits(group["authorized_operations"])
     if api_key == ApiKey.METADATA and "cluster_authorized_operations" in body:
         body["authorized_operations"] = _bits(body.pop("cluster_authorized_operations"))
+    if api_key == ApiKey.METADATA and "brokers" in body:
         for topic in body["topics"]:
-            topic["authorized_operations"] = _bits(topic.pop("topic_authorized_operations"))
+            if "topic_authorized_operations" in topic:
+                topic["authorized_operations"] = _bits(topic.pop("topic_authorized_operations"))
     return body
 
 
@@ -298,12 +366,13 @@ def test_bodies_decode_with_kafka_python_json_classes(
     request_frame = encode_request(api_key, version, 1, None, request)
     _, offset = decode_request_header(request_frame[4:])
     response_frame = b"".join(encode_response(api_key, version, 1, response))
+    body_start = 8 + has_response_header_v1(api_key, version)
 
     theirs = request_cls.decode(request_frame[4 + offset :], version=version)
-    assert theirs.to_dict(json=False) == _as_kafka_python(api_key, request)
+    assert _untagged(theirs.to_dict(json=False), request) == _as_kafka_python(api_key, request)
     theirs.with_header(correlation_id=1, client_id=None)
     assert theirs.encode(header=True, framed=True) == request_frame
-    theirs = response_cls.decode(response_frame[8:], version=version)
-    assert theirs.to_dict(json=False) == _as_kafka_python(api_key, response)
+    theirs = response_cls.decode(response_frame[body_start:], version=version)
+    assert _untagged(theirs.to_dict(json=False), response) == _as_kafka_python(api_key, response)
     theirs.with_header(correlation_id=1)
     assert theirs.encode(header=True, framed=True) == response_frame

@@ -34,8 +34,13 @@ from reference_broker.handlers.groups import (
     handle_sync_group,
 )
 from reference_broker.handlers.topics import (
+    handle_alter_configs,
+    handle_create_partitions,
     handle_create_topics,
+    handle_delete_records,
+    handle_delete_topics,
     handle_describe_configs,
+    handle_incremental_alter_configs,
     handle_metadata,
 )
 from reference_broker.protocol import SCHEMA_VERSIONS, ApiKey
@@ -83,6 +88,11 @@ HANDLERS: dict[ApiKey, Handler] = {
     ApiKey.LIST_GROUPS: handle_list_groups,
     ApiKey.DELETE_GROUPS: handle_delete_groups,
     ApiKey.OFFSET_DELETE: handle_offset_delete,
+    ApiKey.DELETE_TOPICS: handle_delete_topics,
+    ApiKey.CREATE_PARTITIONS: handle_create_partitions,
+    ApiKey.DELETE_RECORDS: handle_delete_records,
+    ApiKey.ALTER_CONFIGS: handle_alter_configs,
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: handle_incremental_alter_configs,
 }
 
 

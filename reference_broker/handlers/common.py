@@ -8,16 +8,18 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from reference_broker.errors import ErrorCode
 from reference_broker.groups import OFFSETS_TOPIC
 from reference_broker.log import (
     InvalidTopic,
     LogError,
+    UnknownTopic,
     validate_topic_name,
 )
 from reference_broker.log.partition import PartitionLog
-from reference_broker.protocol import RequestHeader
+from reference_broker.protocol import ZERO_UUID, RequestHeader
 
 if TYPE_CHECKING:
     from reference_broker.server import Broker
@@ -112,6 +114,14 @@ async def auto_create(broker: Broker, names: Iterable[str]) -> dict[str, ErrorCo
             budget -= broker.config.num_partitions
             await asyncio.sleep(0)
     return errors
+
+
+def topic_id_of(broker: Broker, name: str) -> UUID:
+    """The topic's id, or the zero UUID ("none") for a topic that does not exist."""
+    try:
+        return broker.store.topic_id(name)
+    except UnknownTopic:
+        return ZERO_UUID
 
 
 def now_ms() -> int:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reference_broker.errors import ErrorCode
+from reference_broker.errors import TRANSACTIONS_REFUSED, ErrorCode
 from reference_broker.handlers.common import (
     FIRST_PRODUCE_VERSION_ACCEPTED,
     INTERNAL_TOPICS,
@@ -16,6 +16,7 @@ from reference_broker.handlers.common import (
     Request,
     auto_create,
     partition_or_error,
+    topic_id_of,
 )
 from reference_broker.log import (
     LogError,
@@ -51,6 +52,13 @@ async def handle_produce(broker: Broker, request: Request) -> Body | None:
                     -1,
                     None,
                     f"acks must be -1, 0 or 1, got {acks}",
+                )
+            elif body.get("transactional_id") is not None:
+                error, base, log, message = (
+                    ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    -1,
+                    None,
+                    TRANSACTIONS_REFUSED,
                 )
             elif topic["name"] in INTERNAL_TOPICS:
                 error, base, log, message = (
@@ -119,22 +127,15 @@ def _append(
 
 
 async def handle_init_producer_id(broker: Broker, request: Request) -> Body:
+    """A producer id for an idempotent producer; a transactional one is refused (fatal for
+    clients, see ``TRANSACTIONS_REFUSED``)."""
+    refused = {"throttle_time_ms": 0, "producer_id": -1, "producer_epoch": -1}
     if request.body.get("transactional_id") is not None:
-        return {
-            "throttle_time_ms": 0,
-            "error_code": ErrorCode.INVALID_REQUEST,
-            "producer_id": -1,
-            "producer_epoch": -1,
-        }
+        return {**refused, "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
     try:
         producer_id = broker.producer_ids.allocate()
     except LogError as exc:
-        return {
-            "throttle_time_ms": 0,
-            "error_code": exc.error_code,
-            "producer_id": -1,
-            "producer_epoch": -1,
-        }
+        return {**refused, "error_code": exc.error_code}
     return {
         "throttle_time_ms": 0,
         "error_code": ErrorCode.NONE,
@@ -155,7 +156,8 @@ async def handle_fetch(broker: Broker, request: Request) -> Body:
     """Read every requested partition; long-poll until min_bytes arrive or max_wait passes."""
     body = request.body
     deadline = time.monotonic() + body["max_wait_ms"] / 1000
-    wanted = _distinct_partitions(body)
+    named, unknown_ids = _topic_names(broker, body["topics"])
+    wanted = _distinct_partitions(named)
     # Kafka caps a response at the smaller of the request's max_bytes (absent before v3) and
     # the broker's fetch.max.bytes, which also keeps it far below the 2 GiB a size field holds.
     budget = min(
@@ -164,7 +166,7 @@ async def handle_fetch(broker: Broker, request: Request) -> Body:
     while True:
         reads = list(_read_partitions(broker, wanted, budget))
         total = sum(r.length for r in reads)
-        errors = any(r.partition["error_code"] != ErrorCode.NONE for r in reads)
+        errors = bool(unknown_ids) or any(r.partition["error_code"] for r in reads)
         remaining = deadline - time.monotonic()
         if total >= body["min_bytes"] or errors or not wanted or remaining <= 0:
             break
@@ -183,18 +185,63 @@ async def handle_fetch(broker: Broker, request: Request) -> Body:
     topics: dict[str, list[Body]] = {}
     for read in reads:
         topics.setdefault(read.topic, []).append(read.partition)
+    responses = [
+        {"topic": name, "topic_id": topic_id_of(broker, name), "partitions": parts}
+        for name, parts in topics.items()
+    ]
+    responses += [
+        {
+            "topic": "",
+            "topic_id": topic["topic_id"],
+            "partitions": [
+                {
+                    **_NO_PARTITION_DATA,
+                    "partition_index": p["partition"],
+                    "error_code": ErrorCode.UNKNOWN_TOPIC_ID,
+                }
+                for p in topic["partitions"]
+            ],
+        }
+        for topic in unknown_ids
+    ]
     return {
         "throttle_time_ms": 0,
         "error_code": ErrorCode.NONE,
         "session_id": 0,
-        "responses": [{"topic": name, "partitions": parts} for name, parts in topics.items()],
+        "responses": responses,
     }
 
 
-def _distinct_partitions(body: Body) -> dict[tuple[str, int], Body]:
+def _topic_names(broker: Broker, topics: list[Body]) -> tuple[list[tuple[str, Body]], list[Body]]:
+    """The fetched topics by name, and those addressed by an id no topic has (Fetch v13+
+    names topics by id; UNKNOWN_TOPIC_ID for those, as Kafka answers)."""
+    named, unknown = [], []
+    for topic in topics:
+        if "topic_id" not in topic:
+            named.append((topic["topic"], topic))
+            continue
+        name = broker.store.topic_name(topic["topic_id"])
+        if name is None:
+            unknown.append(topic)
+        else:
+            named.append((name, topic))
+    return named, unknown
+
+
+def _distinct_partitions(topics: list[tuple[str, Body]]) -> dict[tuple[str, int], Body]:
     """The requested partitions, each once: Kafka keys a fetch by partition, so a partition
     named twice is read once (with its last entry), not once per mention."""
-    return {(t["topic"], p["partition"]): p for t in body["topics"] for p in t["partitions"]}
+    return {(name, p["partition"]): p for name, t in topics for p in t["partitions"]}
+
+
+_NO_PARTITION_DATA: Body = {
+    "high_watermark": -1,
+    "last_stable_offset": -1,
+    "log_start_offset": -1,
+    "aborted_transactions": None,
+    "preferred_read_replica": -1,
+    "records": b"",
+}
 
 
 def _read_partitions(
@@ -204,16 +251,7 @@ def _read_partitions(
     # larger than the limits, so a consumer can always make progress.
     sent_any = False
     for (topic, index), wanted_partition in wanted.items():
-        response = {
-            "partition_index": index,
-            "error_code": ErrorCode.NONE,
-            "high_watermark": -1,
-            "last_stable_offset": -1,
-            "log_start_offset": -1,
-            "aborted_transactions": None,
-            "preferred_read_replica": -1,
-            "records": b"",
-        }
+        response = {**_NO_PARTITION_DATA, "partition_index": index, "error_code": ErrorCode.NONE}
         read = _FetchRead(topic, response)
         found = partition_or_error(broker, topic, index, create=False)
         if isinstance(found, ErrorCode):
@@ -238,7 +276,9 @@ def _read_partitions(
         yield read
 
 
-LATEST_TIMESTAMP, EARLIEST_TIMESTAMP = -1, -2  # ListOffsets' special timestamps
+# ListOffsets' special timestamps: -3 since v7 (KIP-734), -4 since v8 (KIP-405: the start of
+# the log kept on local disk, which here is the whole log).
+LATEST_TIMESTAMP, EARLIEST_TIMESTAMP, MAX_TIMESTAMP, EARLIEST_LOCAL_TIMESTAMP = -1, -2, -3, -4
 
 
 async def handle_list_offsets(broker: Broker, request: Request) -> Body:
@@ -268,9 +308,12 @@ def _list_offset(broker: Broker, topic: str, wanted: Body) -> tuple[ErrorCode, i
     timestamp = wanted["timestamp"]
     if timestamp == LATEST_TIMESTAMP:
         return ErrorCode.NONE, found.log_end_offset, -1
-    if timestamp == EARLIEST_TIMESTAMP:
+    if timestamp in (EARLIEST_TIMESTAMP, EARLIEST_LOCAL_TIMESTAMP):
         return ErrorCode.NONE, found.log_start_offset, -1
-    if timestamp < 0:
+    if timestamp == MAX_TIMESTAMP:
+        hit = found.offset_of_max_timestamp()
+    elif timestamp < 0:
         return ErrorCode.INVALID_REQUEST, -1, -1
-    hit = found.offset_for_timestamp(timestamp)
+    else:
+        hit = found.offset_for_timestamp(timestamp)
     return (ErrorCode.NONE, -1, -1) if hit is None else (ErrorCode.NONE, hit[0], hit[1])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from reference_broker.errors import ErrorCode
+from reference_broker.errors import TRANSACTIONS_REFUSED, ErrorCode
 from reference_broker.handlers.common import (
     Body,
     Request,
@@ -20,23 +20,27 @@ COORDINATOR_KEY_GROUP = 0
 
 
 async def handle_find_coordinator(broker: Broker, request: Request) -> Body:
-    if request.body.get("key_type", COORDINATOR_KEY_GROUP) != COORDINATOR_KEY_GROUP:
-        return {
-            "throttle_time_ms": 0,
-            "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
-            "error_message": "transactions are not supported",
+    """This broker coordinates every group; transactional ids are refused (v4+ asks for a
+    batch of keys of one type at once, and gets one answer per key)."""
+    body = request.body
+    if body.get("key_type", COORDINATOR_KEY_GROUP) != COORDINATOR_KEY_GROUP:
+        answer = {
+            "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "error_message": TRANSACTIONS_REFUSED,
             "node_id": -1,
             "host": "",
             "port": -1,
         }
-    return {
-        "throttle_time_ms": 0,
-        "error_code": ErrorCode.NONE,
-        "error_message": None,
-        "node_id": broker.config.node_id,
-        "host": broker.host,
-        "port": broker.port,
-    }
+    else:
+        answer = {
+            "error_code": ErrorCode.NONE,
+            "error_message": None,
+            "node_id": broker.config.node_id,
+            "host": broker.host,
+            "port": broker.port,
+        }
+    coordinators = [{"key": key, **answer} for key in body.get("coordinator_keys", [])]
+    return {"throttle_time_ms": 0, **answer, "coordinators": coordinators}
 
 
 async def handle_join_group(broker: Broker, request: Request) -> Body:
@@ -59,6 +63,7 @@ async def handle_join_group(broker: Broker, request: Request) -> Body:
         "throttle_time_ms": 0,
         "error_code": result.error,
         "generation_id": result.generation_id,
+        "protocol_type": body["protocol_type"],  # v7+: a member joins only with the group's
         "protocol_name": result.protocol_name or "",
         "leader": result.leader_id,
         "member_id": result.member_id,
@@ -84,7 +89,15 @@ async def handle_sync_group(broker: Broker, request: Request) -> Body:
         protocol_name=body.get("protocol_name"),
         assignments={a["member_id"]: bytes(a["assignment"]) for a in body["assignments"]},
     )
-    return {"throttle_time_ms": 0, "error_code": result.error, "assignment": result.assignment}
+    return {
+        "throttle_time_ms": 0,
+        "error_code": result.error,
+        # v5+: the coordinator refused a type or name other than the group's, so echoing
+        # them answers with the group's
+        "protocol_type": body.get("protocol_type"),
+        "protocol_name": body.get("protocol_name"),
+        "assignment": result.assignment,
+    }
 
 
 async def handle_heartbeat(broker: Broker, request: Request) -> Body:
@@ -148,16 +161,27 @@ async def handle_offset_commit(broker: Broker, request: Request) -> Body:
 
 
 async def handle_offset_fetch(broker: Broker, request: Request) -> Body:
+    """Committed offsets of one group (v0-7) or of a batch of groups (v8+)."""
     body = request.body
-    requested = body.get("topics")
+    if request.version >= 8:
+        groups = [
+            {"group_id": group["group_id"], **_committed(broker, group, partition_errors=False)}
+            for group in body["groups"]
+        ]
+        return {"throttle_time_ms": 0, "groups": groups}
+    # v0-1 have no top-level error code: the error goes on every partition instead.
+    return {"throttle_time_ms": 0, **_committed(broker, body, request.version < 2)}
+
+
+def _committed(broker: Broker, group: Body, partition_errors: bool) -> Body:
+    """One group's answer: its error code and topics (all when the request names none)."""
+    requested = group.get("topics")
     wanted = (
         None
         if requested is None
         else [(t["name"], index) for t in requested for index in t["partition_indexes"]]
     )
-    error, committed = broker.coordinator.fetch_offsets(body["group_id"], wanted)
-    # v0-1 have no top-level error code: the error goes on every partition instead.
-    partition_error = error if request.version < 2 else ErrorCode.NONE
+    error, committed = broker.coordinator.fetch_offsets(group["group_id"], wanted)
     topics: dict[str, list[Body]] = {}
     for (topic, index), (offset, metadata) in sorted(committed.items()):
         topics.setdefault(topic, []).append(
@@ -166,11 +190,10 @@ async def handle_offset_fetch(broker: Broker, request: Request) -> Body:
                 "committed_offset": offset,
                 "committed_leader_epoch": -1,
                 "metadata": metadata,
-                "error_code": partition_error,
+                "error_code": error if partition_errors else ErrorCode.NONE,
             }
         )
     return {
-        "throttle_time_ms": 0,
         "error_code": error,
         "topics": [{"name": name, "partitions": parts} for name, parts in topics.items()],
     }

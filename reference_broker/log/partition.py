@@ -19,10 +19,12 @@ from typing import NoReturn
 
 from reference_broker.log.config import INT32_MAX, LogConfig
 from reference_broker.log.errors import KafkaStorageError, OffsetOutOfRange, RecordListTooLarge
+from reference_broker.log.files import replace_file
 from reference_broker.log.producer_state import ProducerStates
 from reference_broker.log.recovery import (
     Hole,
     RecoveryReport,
+    read_offset_checkpoint,
     read_recovery_point,
     write_recovery_point,
 )
@@ -30,6 +32,9 @@ from reference_broker.log.segment import DELETED_SUFFIX, Segment, SegmentMark, w
 from reference_broker.records import BatchHeader, read_header, set_base_offset, validate_batches
 
 log = logging.getLogger(__name__)
+
+LOG_START_FILE = "log-start-offset-checkpoint"
+"""Where DeleteRecords' log start offset is kept (Kafka keeps one such file per log dir)."""
 
 CLEAN_SHUTDOWN_MARKER = ".clean_shutdown"
 STORAGE_ERROR_LOG_INTERVAL_S = 60
@@ -121,6 +126,7 @@ class PartitionLog:
         marker = self.directory / CLEAN_SHUTDOWN_MARKER
         clean = marker.exists()
         self._segments = self._open_segments(clean)
+        self._records_deleted_below = read_offset_checkpoint(self.directory / LOG_START_FILE)
         self._load_producer_states()
         if clean:
             marker.unlink()
@@ -187,7 +193,10 @@ class PartitionLog:
 
     @property
     def log_start_offset(self) -> int:
-        return self._segments[0].base_offset
+        """The oldest segment's base, or above it where DeleteRecords moved it (at most the
+        log end, which recovery may have cut below it)."""
+        start = max(self._segments[0].base_offset, self._records_deleted_below)
+        return min(start, self._active.next_offset)
 
     @property
     def log_end_offset(self) -> int:
@@ -411,16 +420,23 @@ class PartitionLog:
         return self._distance_to_end(index, position)
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``.
+        """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``, at or
+        after the log start (records below it that DeleteRecords left in a segment are gone).
 
         None if no record is that recent (see ``Segment.find_timestamp``). ListOffsets' special
         timestamps (-1 latest, -2 earliest) are the caller's: log_end_offset, log_start_offset.
         """
         for segment in self._segments:
-            found = segment.find_timestamp(timestamp)
+            found = segment.find_timestamp(timestamp, self.log_start_offset)
             if found is not None:
                 return found
         return None
+
+    def offset_of_max_timestamp(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record with the largest timestamp in the log
+        (ListOffsets' -3, KIP-734), or None when no record has a timestamp."""
+        largest = max(segment.max_timestamp for segment in self._segments)
+        return self.offset_for_timestamp(largest) if largest >= 0 else None
 
     def read_batches(self, from_offset: int = 0) -> Iterator[bytes]:
         """Whole batches from the one holding ``from_offset`` (or the log start) to the end.
@@ -438,6 +454,32 @@ class PartitionLog:
             position = 0
 
     # --- retention, flush, close ---------------------------------------------------------------
+
+    def delete_records(self, offset: int) -> int:
+        """DeleteRecords: move the log start offset up to ``offset`` (-1: the high watermark)
+        and return the new log start (the "low watermark").
+
+        Raises OffsetOutOfRange for an offset above the high watermark or below -1; an offset
+        at or below the log start changes nothing. The new start is saved (fsync) before the
+        answer, so it survives a crash; segments wholly below it are deleted as retention
+        deletes them. Fetches below it get OFFSET_OUT_OF_RANGE; a batch that straddles it is
+        still sent whole (consumers skip the records below their fetch offset).
+        """
+        target = self.high_watermark if offset == -1 else offset
+        if not 0 <= target <= self.high_watermark:
+            raise OffsetOutOfRange(offset, self.log_start_offset, self.high_watermark)
+        if target <= self.log_start_offset:
+            return self.log_start_offset
+        try:
+            replace_file(self.directory / LOG_START_FILE, f"{target}\n", fsync=True)
+        except OSError as exc:
+            self._storage_error("saving the log start offset", exc)
+        self._records_deleted_below = target
+        now = wall_clock_ms()
+        while len(self._segments) > 1 and self._segments[1].base_offset <= target:
+            self._delete_oldest(now)
+        self.producer_states.evict_below(self.log_start_offset)
+        return self.log_start_offset
 
     def enforce_retention(self, now_ms: int | None = None) -> int:
         """Delete the oldest segments past retention.ms or retention.bytes; return how many.

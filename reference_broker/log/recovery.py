@@ -79,8 +79,13 @@ class RecoveryReport:
 
 def read_recovery_point(directory: Path) -> int:
     """The saved recovery point; 0 (recover every segment) if it is missing or unreadable."""
+    return read_offset_checkpoint(directory / RECOVERY_POINT_FILE)
+
+
+def read_offset_checkpoint(path: Path) -> int:
+    """An offset saved in a one-line file; 0 if it is missing or unreadable."""
     try:
-        return max(0, int((directory / RECOVERY_POINT_FILE).read_text()))
+        return max(0, int(path.read_text()))
     except (FileNotFoundError, ValueError):
         return 0
 

@@ -22,7 +22,6 @@ from reference_broker.records import (
     LOG_OVERHEAD,
     MAGIC,
     BatchHeader,
-    CompressionUnavailable,
     InvalidBatch,
     crc_ok,
     read_header,
@@ -368,14 +367,16 @@ class Segment:
                 return position, header
         return None
 
-    def find_timestamp(self, timestamp: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``.
+    def find_timestamp(self, timestamp: int, min_offset: int = 0) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after ``min_offset`` (the log start)
+        whose timestamp is >= ``timestamp``.
 
         Starts from the time index entry just below ``timestamp`` (no batch up to that entry's
         batch can reach it), scans headers to the first batch whose max timestamp reaches it,
         then decodes that one batch to find the record, as Kafka does. ListOffsets by time is
-        the only place the broker reads record bytes. A batch whose codec is not installed
-        (snappy) answers with its base offset and max timestamp instead.
+        the only place the broker reads record bytes. A batch that does not decode (damaged on
+        disk below the recovery point, where start-up does not check CRCs) answers with its
+        base offset and max timestamp instead.
         """
         if self.max_timestamp < timestamp:
             return None
@@ -383,14 +384,13 @@ class Segment:
         entry = self.time_index.below(timestamp)
         start = self.offset_index.floor(entry[1]) if entry else None
         for position, header in self.headers(start[1] if start else 0):
-            if header.max_timestamp >= timestamp:
+            if header.max_timestamp >= timestamp and header.last_offset >= min_offset:
                 try:
                     for record in iter_records(self.read_bytes(position, header.size)):
-                        if record.timestamp >= timestamp:
+                        if record.timestamp >= timestamp and record.offset >= min_offset:
                             return record.offset, record.timestamp
-                except CompressionUnavailable:
-                    pass
-                return header.base_offset, header.max_timestamp
+                except InvalidBatch:
+                    return max(header.base_offset, min_offset), header.max_timestamp
         return None
 
     @property

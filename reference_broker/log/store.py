@@ -1,8 +1,10 @@
 """All topics of a broker: ``<topic>-<partition>`` directories under one log dir, as Kafka lays
-them out, plus one small JSON file with each topic's partition count and config overrides."""
+them out, plus one small JSON file with each topic's id, partition count and config overrides."""
 
 import json
 import re
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from reference_broker.log.partition import PartitionLog, fsync_directory
 from reference_broker.log.producer_ids import PRODUCER_ID_BLOCK_FILE, ProducerIds
 
 TOPICS_FILE = "topics.json"
+DELETING_SUFFIX = "-delete"  # a deleted topic's partition directory, until it is removed
 MAX_TOPIC_NAME_LENGTH = 249
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 
@@ -39,6 +42,7 @@ def validate_topic_name(name: str) -> None:
 class _Topic:
     config: LogConfig
     partitions: list[PartitionLog]
+    topic_id: uuid.UUID
 
 
 class LogStore:
@@ -55,7 +59,9 @@ class LogStore:
         self.log_dir = Path(log_dir)
         self.config = config
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        # name -> {"partitions": n, "config": {...}}: the contents of topics.json
+        for path in self.log_dir.glob(f"*{DELETING_SUFFIX}"):
+            shutil.rmtree(path)  # a topic deletion interrupted after its renames
+        # name -> {"id": uuid, "partitions": n, "config": {...}}: the contents of topics.json
         self._metadata = self._read_metadata()
         changed = not (self.log_dir / TOPICS_FILE).exists()
         for name, count in self._discover().items():
@@ -63,6 +69,11 @@ class LogStore:
             if count > entry["partitions"]:
                 entry["partitions"] = count
                 changed = True
+        for entry in self._metadata.values():
+            if "id" not in entry:  # written before topics had ids
+                entry["id"] = str(uuid.uuid4())
+                changed = True
+        self._ids = {uuid.UUID(entry["id"]): name for name, entry in self._metadata.items()}
         if changed:
             self._write_metadata()
         self._topics: dict[str, _Topic] = {}
@@ -102,7 +113,7 @@ class LogStore:
             PartitionLog(self.log_dir / f"{name}-{i}", config, topic=name, partition=i)
             for i in range(entry["partitions"])
         ]
-        self._topics[name] = _Topic(config, logs)
+        self._topics[name] = _Topic(config, logs, uuid.UUID(entry["id"]))
 
     def _write_metadata(self) -> None:
         """Replace ``topics.json`` atomically: temp file, fsync, rename, fsync the directory."""
@@ -130,17 +141,105 @@ class LogStore:
         self.config.with_overrides(overrides or {})  # raises InvalidConfig before any change
         # topics.json first: after a crash before the directories exist, the next start
         # creates them with the right config (directories alone would get the defaults).
-        self._metadata[name] = {"partitions": partitions, "config": dict(overrides or {})}
+        topic_id = uuid.uuid4()
+        self._metadata[name] = {
+            "id": str(topic_id),
+            "partitions": partitions,
+            "config": dict(overrides or {}),
+        }
         try:
             self._write_metadata()
         except OSError:
             del self._metadata[name]
             raise
+        self._ids[topic_id] = name
         self._open_topic(name)
+
+    def add_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+        """Grow a topic to ``count`` partitions (CreatePartitions); existing ones are untouched.
+
+        Raises UnknownTopic, or InvalidPartitions unless ``count`` is above the current count
+        (Kafka's messages). ``topics.json`` is written first, as in create_topic.
+        """
+        topic = self._topic(name)
+        current = len(topic.partitions)
+        if type(count) is not int or count < current:
+            raise InvalidPartitions(
+                f"Topic currently has {current} partition(s), more than the {count} requested"
+            )
+        if count == current:
+            raise InvalidPartitions(f"Topic already has {current} partition(s).")
+        if validate_only:
+            return
+        entry = self._metadata[name]
+        entry["partitions"] = count
+        try:
+            self._write_metadata()
+        except OSError:
+            entry["partitions"] = current
+            raise
+        topic.partitions += [
+            PartitionLog(self.log_dir / f"{name}-{i}", topic.config, topic=name, partition=i)
+            for i in range(current, count)
+        ]
+
+    def alter_topic_config(
+        self, name: str, overrides: dict[str, str], *, validate_only: bool = False
+    ) -> None:
+        """Replace the topic's config overrides (all of them: what is not named takes the
+        broker's value again). Applies at once to every partition: the next append, roll and
+        retention pass use it. Raises UnknownTopic or InvalidConfig before any change."""
+        topic = self._topic(name)
+        config = self.config.with_overrides(overrides)
+        if validate_only:
+            return
+        entry = self._metadata[name]
+        previous, entry["config"] = entry["config"], dict(overrides)
+        try:
+            self._write_metadata()
+        except OSError:
+            entry["config"] = previous
+            raise
+        topic.config = config
+        for log in topic.partitions:
+            log.config = config
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and its data (DeleteTopics).
+
+        Each partition is closed and its directory renamed to ``...-delete`` before
+        ``topics.json`` forgets the topic, then removed: a crash in between leaves either the
+        topic, empty, or nothing, never a topic brought back from its directories with default
+        configs. A fetch still sending from the topic's files fails on its connection.
+        """
+        topic = self._topic(name)
+        entry = self._metadata[name]
+        for log in topic.partitions:
+            log.close()
+        doomed = []
+        for log in topic.partitions:
+            target = log.directory.with_name(f"{log.directory.name}.{entry['id']}{DELETING_SUFFIX}")
+            log.directory.rename(target)
+            doomed.append(target)
+        fsync_directory(self.log_dir)
+        del self._metadata[name], self._topics[name], self._ids[topic.topic_id]
+        self._write_metadata()
+        for path in doomed:
+            shutil.rmtree(path)
 
     def topics(self) -> dict[str, int]:
         """Topic name -> partition count."""
         return {name: len(topic.partitions) for name, topic in self._topics.items()}
+
+    def topic_id(self, name: str) -> uuid.UUID:
+        """The topic's id (Kafka's topic UUID): random (a v4 UUID is never the zero UUID that
+        means "no id" on the wire), made at creation and kept in ``topics.json``, so it stays
+        the same across restarts and a re-created topic of the same name differs."""
+        return self._topic(name).topic_id
+
+    def topic_name(self, topic_id: uuid.UUID) -> str | None:
+        """The name of the topic with this id, or None (Kafka's UNKNOWN_TOPIC_ID)."""
+        return self._ids.get(topic_id)
 
     def partition(self, topic: str, index: int) -> PartitionLog | None:
         found = self._topics.get(topic)

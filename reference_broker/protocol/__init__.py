@@ -17,10 +17,11 @@ from .codec import (
 from .exceptions import EncodeError, ProtocolError, UnsupportedVersion
 from .header import RequestHeader, decode_request_header
 from .messages import request_schema, response_schema
-from .schema import ArraySchema, FieldSchema, Primitive, StructSchema
+from .schema import ZERO_UUID, ArraySchema, FieldSchema, Primitive, StructSchema
 
 __all__ = [
     "SCHEMA_VERSIONS",
+    "ZERO_UUID",
     "ApiKey",
     "ArraySchema",
     "EncodeError",

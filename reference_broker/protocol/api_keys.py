@@ -1,7 +1,8 @@
 """API keys, the versions this codec handles, and where each API's flexible versions begin.
 
-The version ranges are the non-flexible ones listed in docs (shared/kafka-protocol.md): a broker
-that advertises only these never has to speak compact strings or tagged fields in a body.
+The ranges reach the flexible versions (KIP-482) Kafka 4.x clients start at; each API's upper
+end is where the next version would need something the broker does not have (share groups,
+topic ids in Produce and OffsetCommit, two-phase commit).
 """
 
 from enum import IntEnum
@@ -25,28 +26,38 @@ class ApiKey(IntEnum):
     LIST_GROUPS = 16
     API_VERSIONS = 18
     CREATE_TOPICS = 19
+    DELETE_TOPICS = 20
+    DELETE_RECORDS = 21
     INIT_PRODUCER_ID = 22
     DESCRIBE_CONFIGS = 32
+    ALTER_CONFIGS = 33
+    CREATE_PARTITIONS = 37
     DELETE_GROUPS = 42
+    INCREMENTAL_ALTER_CONFIGS = 44
     OFFSET_DELETE = 47
 
 
 SCHEMA_VERSIONS: dict[ApiKey, tuple[int, int]] = {
-    ApiKey.PRODUCE: (0, 8),
-    ApiKey.FETCH: (0, 11),
-    ApiKey.LIST_OFFSETS: (0, 5),
-    ApiKey.METADATA: (0, 8),
-    ApiKey.OFFSET_COMMIT: (0, 7),
-    ApiKey.OFFSET_FETCH: (0, 5),
-    ApiKey.FIND_COORDINATOR: (0, 2),
-    ApiKey.JOIN_GROUP: (0, 5),
-    ApiKey.HEARTBEAT: (0, 3),
-    ApiKey.LEAVE_GROUP: (0, 3),
-    ApiKey.SYNC_GROUP: (0, 3),
-    ApiKey.API_VERSIONS: (0, 2),
-    ApiKey.CREATE_TOPICS: (0, 4),
-    ApiKey.INIT_PRODUCER_ID: (0, 1),
-    ApiKey.DESCRIBE_CONFIGS: (0, 3),
+    ApiKey.PRODUCE: (0, 11),
+    ApiKey.FETCH: (0, 16),
+    ApiKey.LIST_OFFSETS: (0, 8),
+    ApiKey.METADATA: (0, 12),
+    ApiKey.OFFSET_COMMIT: (0, 9),
+    ApiKey.OFFSET_FETCH: (0, 9),
+    ApiKey.FIND_COORDINATOR: (0, 4),
+    ApiKey.JOIN_GROUP: (0, 9),
+    ApiKey.HEARTBEAT: (0, 4),
+    ApiKey.LEAVE_GROUP: (0, 5),
+    ApiKey.SYNC_GROUP: (0, 5),
+    ApiKey.API_VERSIONS: (0, 4),
+    ApiKey.CREATE_TOPICS: (0, 7),
+    ApiKey.INIT_PRODUCER_ID: (0, 5),
+    ApiKey.DESCRIBE_CONFIGS: (0, 4),
+    ApiKey.DELETE_TOPICS: (0, 6),
+    ApiKey.DELETE_RECORDS: (0, 2),
+    ApiKey.ALTER_CONFIGS: (0, 2),
+    ApiKey.CREATE_PARTITIONS: (0, 3),
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: (0, 1),
     ApiKey.DESCRIBE_GROUPS: (0, 4),
     ApiKey.LIST_GROUPS: (0, 2),
     ApiKey.DELETE_GROUPS: (0, 1),
@@ -55,8 +66,9 @@ SCHEMA_VERSIONS: dict[ApiKey, tuple[int, int]] = {
 """The (min, max) versions the codec encodes and decodes, per API key."""
 
 # First flexible version ("flexibleVersions" in the JSON): from there on a request uses header
-# v2, whose tagged fields must be skipped to find the body. Clients send such versions before
-# they know what the broker supports (ApiVersions v3+ above all), so the header must parse.
+# v2 and a response header v1 (except ApiVersions), and bodies use compact lengths and tagged
+# fields. Clients send such versions before they know what the broker supports (ApiVersions v3+
+# above all), so the header of any version must parse.
 FIRST_FLEXIBLE_VERSION: dict[ApiKey, int] = {
     ApiKey.PRODUCE: 9,
     ApiKey.FETCH: 12,
@@ -73,6 +85,11 @@ FIRST_FLEXIBLE_VERSION: dict[ApiKey, int] = {
     ApiKey.CREATE_TOPICS: 5,
     ApiKey.INIT_PRODUCER_ID: 2,
     ApiKey.DESCRIBE_CONFIGS: 4,
+    ApiKey.DELETE_TOPICS: 4,
+    ApiKey.DELETE_RECORDS: 2,
+    ApiKey.ALTER_CONFIGS: 2,
+    ApiKey.CREATE_PARTITIONS: 2,
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: 1,
     ApiKey.DESCRIBE_GROUPS: 5,
     ApiKey.LIST_GROUPS: 3,
     ApiKey.DELETE_GROUPS: 2,
@@ -93,10 +110,11 @@ def is_flexible_request(api_key: int, api_version: int) -> bool:
     """Whether a request of this key and version carries request header v2 (tagged fields).
 
     Unknown keys are taken as non-flexible: their header is read up to the client id, which is
-    all the broker needs to answer UNSUPPORTED_VERSION.
+    all the broker needs to answer UNSUPPORTED_VERSION. So is a key without an entry in
+    FIRST_FLEXIBLE_VERSION (an API whose JSON says ``"flexibleVersions": "none"``).
     """
     try:
-        first = FIRST_FLEXIBLE_VERSION[ApiKey(api_key)]
+        first = FIRST_FLEXIBLE_VERSION.get(ApiKey(api_key))
     except ValueError:
         return False
-    return api_version >= first
+    return first is not None and api_version >= first

@@ -12,7 +12,13 @@ from typing import Any
 
 from .api_keys import api_name
 from .exceptions import EncodeError, ProtocolError, UnsupportedVersion
-from .header import RequestHeader, read_request_header, skip_header_tags, write_request_header
+from .header import (
+    RequestHeader,
+    has_response_header_v1,
+    read_request_header,
+    skip_header_tags,
+    write_request_header,
+)
 from .messages import request_schema, response_schema
 from .primitives import Reader, Writer
 from .schema import StructSchema
@@ -59,13 +65,15 @@ def decode_request(frame: Buffer) -> tuple[RequestHeader, dict[str, Any]]:
 def decode_response(api_key: int, version: int, frame: Buffer) -> tuple[int, dict[str, Any]]:
     """Decode a response frame (size prefix excluded) into (correlation id, body).
 
-    Response header v0 for every version here (including ApiVersions, whose response header is
-    v0 even in flexible versions).
+    Response header v1 for flexible versions (its tagged fields skipped), v0 otherwise and for
+    ApiVersions, whose response header is v0 even in flexible versions.
     """
     schema = response_schema(api_key, version)
     reader = Reader(frame)
     try:
         correlation_id = reader.int32()
+        if has_response_header_v1(api_key, version):
+            reader.skip_tagged_fields()
         return correlation_id, _decode_body(schema, reader)
     except ProtocolError as exc:
         exc.where = f"{api_name(api_key)} v{version} response"
@@ -75,7 +83,8 @@ def decode_response(api_key: int, version: int, frame: Buffer) -> tuple[int, dic
 def encode_request(
     api_key: int, version: int, correlation_id: int, client_id: str | None, body: dict[str, Any]
 ) -> bytes:
-    """A complete request frame, size prefix included (header v1). Records must be bytes-like."""
+    """A complete request frame, size prefix included (header v1, or v2 for a flexible
+    version). Records must be bytes-like."""
     schema = request_schema(api_key, version)
     writer = Writer(size_prefix=True)
     write_request_header(writer, api_key, version, correlation_id, client_id)
@@ -99,6 +108,8 @@ def encode_response(
     schema = response_schema(api_key, version)
     writer = Writer(size_prefix=True)
     writer.int32(correlation_id)
+    if has_response_header_v1(api_key, version):
+        writer.no_tagged_fields()
     _encode_body(schema, writer, body, f"{api_name(api_key)} v{version} response")
     return writer.chunks()
 

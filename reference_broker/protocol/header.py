@@ -1,4 +1,4 @@
-"""Request header v1 (and v2, the flexible one, as far as reading it).
+"""Request header v1 and v2 (the flexible one), and which response header a response has.
 
 The header is parsed on its own, before the body, because a broker must be able to answer a
 request it cannot decode (an unknown key, a version it does not speak) with the client's
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .api_keys import is_flexible_request
+from .api_keys import ApiKey, is_flexible_request
 from .exceptions import ProtocolError
 from .primitives import Reader, Writer
 from .schema import INT16, INT32, STRING, Field, Struct, resolve
@@ -71,7 +71,7 @@ def decode_request_header(frame: bytes | bytearray | memoryview) -> tuple[Reques
 def write_request_header(
     writer: Writer, api_key: int, api_version: int, correlation_id: int, client_id: str | None
 ) -> None:
-    """Header v1: every version this codec encodes is non-flexible."""
+    """Header v1, or v2 (an empty tagged-field section after it) for a flexible version."""
     _REQUEST_HEADER_V1.encode(
         writer,
         {
@@ -81,3 +81,14 @@ def write_request_header(
             "client_id": client_id,
         },
     )
+    if is_flexible_request(api_key, api_version):
+        writer.no_tagged_fields()
+
+
+def has_response_header_v1(api_key: int, api_version: int) -> bool:
+    """Whether the response carries header v1 (correlation id, then tagged fields).
+
+    Flexible versions do, except ApiVersions: its response header stays v0 in every version,
+    so a client that asked with a version the broker does not know can still read the answer.
+    """
+    return api_key != ApiKey.API_VERSIONS and is_flexible_request(api_key, api_version)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from typing import Any
+from uuid import UUID
 
 from .exceptions import EncodeError, ProtocolError
 
@@ -133,10 +134,44 @@ class Reader:
         size = self.int32()
         return None if size == -1 else self._view(size, "records")
 
+    def uuid(self) -> UUID:
+        """A topic id: 16 bytes, the all-zero one meaning "none"."""
+        start = self._advance(16, "uuid")
+        return UUID(bytes=bytes(self.buf[start : start + 16]))
+
+    # Flexible versions (KIP-482): lengths and counts are unsigned varints of N + 1, 0 is null.
+
+    def _compact_size(self) -> int:
+        return self.uvarint() - 1
+
+    def compact_string(self) -> str:
+        return self._utf8(self._compact_size())
+
+    def compact_nullable_string(self) -> str | None:
+        size = self._compact_size()
+        return None if size == -1 else self._utf8(size)
+
+    def compact_binary(self) -> bytes:
+        return bytes(self._view(self._compact_size(), "bytes"))
+
+    def compact_nullable_binary(self) -> bytes | None:
+        size = self._compact_size()
+        return None if size == -1 else bytes(self._view(size, "bytes"))
+
+    def compact_records(self) -> memoryview | None:
+        size = self._compact_size()
+        return None if size == -1 else self._view(size, "records")
+
     def array_length(self, nullable: bool, min_item_size: int) -> int | None:
         """An array count, refused unless that many items of at least ``min_item_size`` bytes
         could still fit in the frame."""
-        count = self.int32()
+        return self._checked_count(self.int32(), nullable, min_item_size)
+
+    def compact_array_length(self, nullable: bool, min_item_size: int) -> int | None:
+        """A flexible version's array count (unsigned varint of count + 1), checked the same."""
+        return self._checked_count(self._compact_size(), nullable, min_item_size)
+
+    def _checked_count(self, count: int, nullable: bool, min_item_size: int) -> int | None:
         if count == -1 and nullable:
             return None
         if count == -1:
@@ -150,10 +185,24 @@ class Reader:
         return count
 
     def skip_tagged_fields(self) -> None:
-        """Skip a flexible-version tagged-field section (count, then tag/size/bytes each)."""
+        """Skip a flexible-version tagged-field section (count, then tag/size/bytes each).
+
+        No tagged field of the APIs served changes what the broker does, so all are skipped,
+        known and unknown alike, as KIP-482 allows for tags a reader does not know.
+        """
         for _ in range(self.uvarint()):
             self.uvarint()
             self._advance(self.uvarint(), "tagged field")
+
+
+def _slice_length(value: Any) -> int:
+    length = getattr(value, "length", None)
+    if not isinstance(length, int) or length < 0:
+        raise EncodeError(
+            f"records must be bytes-like, None, or have an int length >= 0; "
+            f"got {type(value).__name__}"
+        )
+    return length
 
 
 class Writer:
@@ -256,13 +305,10 @@ class Writer:
         if value is None or isinstance(value, _BYTES_LIKE):
             self.nullable_binary(value)
             return
-        length = getattr(value, "length", None)
-        if not isinstance(length, int) or length < 0:
-            raise EncodeError(
-                f"records must be bytes-like, None, or have an int length >= 0; "
-                f"got {type(value).__name__}"
-            )
-        self._buf += _I32.pack(length)
+        self._buf += _I32.pack(_slice_length(value))
+        self._slice_chunk(value)
+
+    def _slice_chunk(self, value: Any) -> None:
         self._chunks.append(self._buf)
         self._chunks.append(value)
         self._buf = bytearray()
@@ -271,3 +317,49 @@ class Writer:
         if count is None and not nullable:
             raise EncodeError("null in a non-nullable array field")
         self._buf += _I32.pack(-1 if count is None else count)
+
+    def compact_array_length(self, count: int | None, nullable: bool) -> None:
+        if count is None and not nullable:
+            raise EncodeError("null in a non-nullable array field")
+        self.uvarint(0 if count is None else count + 1)
+
+    def no_tagged_fields(self) -> None:
+        """An empty tagged-field section: the broker writes no optional tagged field."""
+        self._buf += b"\x00"
+
+    def uuid(self, value: UUID) -> None:
+        self._buf += value.bytes
+
+    def compact_string(self, value: str) -> None:
+        if value is None:
+            raise EncodeError("null in a non-nullable string field")
+        data = value.encode("utf-8")
+        self.uvarint(len(data) + 1)
+        self._buf += data
+
+    def compact_nullable_string(self, value: str | None) -> None:
+        if value is None:
+            self._buf += b"\x00"
+        else:
+            self.compact_string(value)
+
+    def compact_binary(self, value: bytes | bytearray | memoryview) -> None:
+        if value is None:
+            raise EncodeError("null in a non-nullable bytes field")
+        view = memoryview(value)
+        self.uvarint(view.nbytes + 1)
+        self._buf += view
+
+    def compact_nullable_binary(self, value: bytes | bytearray | memoryview | None) -> None:
+        if value is None:
+            self._buf += b"\x00"
+        else:
+            self.compact_binary(value)
+
+    def compact_records(self, value: Any) -> None:
+        """``records`` in a flexible version: as ``records``, with a varint length + 1."""
+        if value is None or isinstance(value, _BYTES_LIKE):
+            self.compact_nullable_binary(value)
+            return
+        self.uvarint(_slice_length(value) + 1)
+        self._slice_chunk(value)

@@ -15,6 +15,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from uuid import UUID as _UUID
 
 from .exceptions import EncodeError, ProtocolError
 from .primitives import Reader, Writer
@@ -50,6 +51,9 @@ class Primitive:
     encode: Callable[[Writer, Any], None]
 
 
+ZERO_UUID = _UUID(int=0)
+"""Kafka's ``Uuid.ZERO_UUID``: "no topic id" (a request addressing topics by name)."""
+
 BOOL = Primitive("bool", False, 1, False, Reader.boolean, Writer.boolean)
 INT8 = Primitive("int8", False, 1, 0, Reader.int8, Writer.int8)
 INT16 = Primitive("int16", False, 2, 0, Reader.int16, Writer.int16)
@@ -59,10 +63,29 @@ STRING = Primitive("string", False, 2, "", Reader.string, Writer.string)
 BYTES = Primitive("bytes", False, 4, b"", Reader.binary, Writer.binary)
 RECORDS = Primitive("records", True, 4, None, Reader.records, Writer.records)
 
+UUID = Primitive("uuid", False, 16, ZERO_UUID, Reader.uuid, Writer.uuid)
+
+_NULLABLE_STRING = Primitive(
+    "string", True, 2, None, Reader.nullable_string, Writer.nullable_string
+)
+_NULLABLE_BYTES = Primitive("bytes", True, 4, None, Reader.nullable_binary, Writer.nullable_binary)
 _NULLABLE: dict[Primitive, Primitive] = {
-    STRING: Primitive("string", True, 2, None, Reader.nullable_string, Writer.nullable_string),
-    BYTES: Primitive("bytes", True, 4, None, Reader.nullable_binary, Writer.nullable_binary),
+    STRING: _NULLABLE_STRING,
+    BYTES: _NULLABLE_BYTES,
     RECORDS: RECORDS,
+}
+
+# Flexible versions (KIP-482) write lengths as unsigned varints of length + 1 ("compact").
+_COMPACT: dict[Primitive, Primitive] = {
+    STRING: Primitive("string", False, 1, "", Reader.compact_string, Writer.compact_string),
+    _NULLABLE_STRING: Primitive(
+        "string", True, 1, None, Reader.compact_nullable_string, Writer.compact_nullable_string
+    ),
+    BYTES: Primitive("bytes", False, 1, b"", Reader.compact_binary, Writer.compact_binary),
+    _NULLABLE_BYTES: Primitive(
+        "bytes", True, 1, None, Reader.compact_nullable_binary, Writer.compact_nullable_binary
+    ),
+    RECORDS: Primitive("records", True, 1, None, Reader.compact_records, Writer.compact_records),
 }
 
 
@@ -84,18 +107,27 @@ def _bad_value(step: str, type_: Any, value: Any, exc: Exception) -> EncodeError
 
 
 class StructSchema:
-    """The fields of a struct in one version, in wire order. Decodes to / encodes from a dict."""
+    """The fields of a struct in one version, in wire order. Decodes to / encodes from a dict.
 
-    __slots__ = ("fields", "known", "min_size")
+    In a flexible version every struct ends with a tagged-field section: skipped when read,
+    written empty (the broker sends no optional tagged field).
+    """
+
+    __slots__ = ("fields", "flexible", "known", "min_size")
 
     def __init__(
-        self, fields: tuple[FieldSchema, ...], known: frozenset[str] | None = None
+        self,
+        fields: tuple[FieldSchema, ...],
+        known: frozenset[str] | None = None,
+        *,
+        flexible: bool = False,
     ) -> None:
         self.fields = fields
+        self.flexible = flexible
         # Keys of the struct in any version: others are misspellings, refused when encoding
         # (h11's events do the same), where they would otherwise vanish and encode a default.
         self.known = known if known is not None else frozenset(f.name for f in fields)
-        self.min_size = sum(f.type.min_size for f in fields)
+        self.min_size = sum(f.type.min_size for f in fields) + flexible
 
     def decode(self, reader: Reader) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -105,6 +137,8 @@ class StructSchema:
             except ProtocolError as exc:
                 exc.path.insert(0, name)
                 raise
+        if self.flexible:
+            reader.skip_tagged_fields()
         return out
 
     def encode(self, writer: Writer, value: Mapping[str, Any]) -> None:
@@ -124,18 +158,23 @@ class StructSchema:
                 raise
             except _BAD_VALUE as exc:
                 raise _bad_value(name, type_, item, exc) from exc
+        if self.flexible:
+            writer.no_tagged_fields()
 
 
 class ArraySchema:
-    """An int32-counted array of a primitive or a struct; -1 is null when nullable."""
+    """An int32-counted array of a primitive or a struct; -1 is null when nullable. In
+    flexible versions (``compact``) the count is an unsigned varint of count + 1, 0 null."""
 
-    __slots__ = ("element", "nullable")
+    __slots__ = ("compact", "element", "min_size", "nullable")
 
-    min_size = 4
-
-    def __init__(self, element: Primitive | StructSchema, nullable: bool) -> None:
+    def __init__(
+        self, element: Primitive | StructSchema, nullable: bool, *, compact: bool = False
+    ) -> None:
         self.element = element
         self.nullable = nullable
+        self.compact = compact
+        self.min_size = 1 if compact else 4
 
     @property
     def zero(self) -> list[Any] | None:
@@ -143,7 +182,8 @@ class ArraySchema:
 
     def decode(self, reader: Reader) -> list[Any] | None:
         decode = self.element.decode
-        count = reader.array_length(self.nullable, self.element.min_size)
+        read_length = reader.compact_array_length if self.compact else reader.array_length
+        count = read_length(self.nullable, self.element.min_size)
         if count is None:
             return None
         out = []
@@ -156,7 +196,8 @@ class ArraySchema:
         return out
 
     def encode(self, writer: Writer, value: list[Any] | None) -> None:
-        writer.array_length(None if value is None else len(value), self.nullable)
+        write_length = writer.compact_array_length if self.compact else writer.array_length
+        write_length(None if value is None else len(value), self.nullable)
         if value is None:
             return
         encode = self.element.encode
@@ -200,9 +241,11 @@ class Array(NamedTuple):
     element: Primitive | Struct
 
 
-def resolve(declared: Struct, version: int) -> StructSchema:
+def resolve(declared: Struct, version: int, *, flexible: bool = False) -> StructSchema:
     """The schema of ``declared`` in ``version``: only the fields that exist in it, with the
-    nullable wire form where the JSON allows null, and the default a missing key takes."""
+    nullable wire form where the JSON allows null, and the default a missing key takes.
+    ``flexible`` (the version is in the JSON's ``flexibleVersions``) selects the compact
+    forms of strings, bytes, records and arrays, and a tagged-field section per struct."""
     fields = []
     for field in declared.fields:
         if not _in_versions(field.versions, version):
@@ -211,12 +254,19 @@ def resolve(declared: Struct, version: int) -> StructSchema:
         type_: Primitive | ArraySchema
         if isinstance(field.type, Array):
             element = field.type.element
-            resolved = resolve(element, version) if isinstance(element, Struct) else element
-            type_ = ArraySchema(resolved, nullable)
+            if isinstance(element, Struct):
+                element = resolve(element, version, flexible=flexible)
+            elif flexible:
+                element = _COMPACT.get(element, element)
+            type_ = ArraySchema(element, nullable, compact=flexible)
         else:
             type_ = _NULLABLE[field.type] if nullable else field.type
+            if flexible:
+                type_ = _COMPACT.get(type_, type_)
         default = type_.zero if field.default is _NO_DEFAULT else field.default
         if default is None and not type_.nullable:
             raise ValueError(f"{field.name} v{version}: null default for a non-nullable field")
         fields.append(FieldSchema(field.name, type_, default))
-    return StructSchema(tuple(fields), frozenset(f.name for f in declared.fields))
+    return StructSchema(
+        tuple(fields), frozenset(f.name for f in declared.fields), flexible=flexible
+    )

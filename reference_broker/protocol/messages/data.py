@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from ..api_keys import ApiKey
-from ..schema import BOOL, INT8, INT16, INT32, INT64, RECORDS, STRING, Array, Field, Struct
+from ..schema import BOOL, INT8, INT16, INT32, INT64, RECORDS, STRING, UUID, Array, Field, Struct
 
 _METADATA = (
     Struct(
-        Field("topics", Array(Struct(Field("name", STRING))), nullable="1+"),
+        Field(
+            "topics",
+            Array(Struct(Field("topic_id", UUID, "10+"), Field("name", STRING, nullable="10+"))),
+            nullable="1+",
+        ),
         Field("allow_auto_topic_creation", BOOL, "4+", default=True),
         Field("include_cluster_authorized_operations", BOOL, "8-10"),
         Field("include_topic_authorized_operations", BOOL, "8+"),
@@ -32,7 +36,8 @@ _METADATA = (
             Array(
                 Struct(
                     Field("error_code", INT16),
-                    Field("name", STRING),
+                    Field("name", STRING, nullable="12+"),
+                    Field("topic_id", UUID, "10+"),
                     Field("is_internal", BOOL, "1+", default=False),
                     Field(
                         "partitions",
@@ -135,6 +140,7 @@ _FETCH = (
             Array(
                 Struct(
                     Field("topic", STRING, "0-12"),
+                    Field("topic_id", UUID, "13+"),
                     Field(
                         "partitions",
                         Array(
@@ -142,6 +148,7 @@ _FETCH = (
                                 Field("partition", INT32),
                                 Field("current_leader_epoch", INT32, "9+", default=-1),
                                 Field("fetch_offset", INT64),
+                                Field("last_fetched_epoch", INT32, "12+", default=-1),
                                 Field("log_start_offset", INT64, "5+", default=-1),
                                 Field("partition_max_bytes", INT32),
                             )
@@ -155,6 +162,7 @@ _FETCH = (
             Array(
                 Struct(
                     Field("topic", STRING, "7-12"),
+                    Field("topic_id", UUID, "13+"),
                     Field("partitions", Array(INT32), "7+"),
                 )
             ),
@@ -171,6 +179,7 @@ _FETCH = (
             Array(
                 Struct(
                     Field("topic", STRING, "0-12"),
+                    Field("topic_id", UUID, "13+"),
                     Field(
                         "partitions",
                         Array(
