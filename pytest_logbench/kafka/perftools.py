@@ -153,21 +153,16 @@ def _run_tool(main_class: str, arguments: list[str]) -> str:
 
 
 @dataclass
-class KafkaProducerPerformance:
-    """``kafka-producer-perf-test`` as a workload: ``records`` of ``record_bytes`` each per
-    round, into a topic of its own, with the producer ``config`` given (``acks``,
-    ``linger.ms``, ``compression.type``, ``batch.size``...). ``throughput`` caps records/s
-    (-1: as fast as it goes)."""
+class _PerfTool:
+    """What both tools share: the broker, the records of a round, the topic, and the
+    ``Workload`` steps a JVM tool has no use for."""
 
     broker: Broker
     records: int = 1_000_000
     record_bytes: int = 100
-    throughput: int = -1
     config: dict[str, str] = field(default_factory=dict)
-    topic: str = field(default_factory=lambda: f"producer-perf-{uuid.uuid4().hex[:8]}")
-    name: str = "kafka-producer-perf-test"
+    topic: str = ""
     seconds_by_tool: bool = True
-    reports: list[ProducerReport] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.records <= 0 or self.record_bytes <= 0:
@@ -175,21 +170,39 @@ class KafkaProducerPerformance:
                 f"records and record_bytes must be positive, not {self.records} and "
                 f"{self.record_bytes}"
             )
+        self.topic = self.topic or f"{self.name}-{uuid.uuid4().hex[:8]}"
 
     def describe(self) -> dict[str, Any]:
         return {
             "workload": self.name,
             "records": self.records,
             "record_bytes": self.record_bytes,
-            "throughput": self.throughput,
-            **{f"producer.{key}": value for key, value in sorted(self.config.items())},
+            **{f"client.{key}": value for key, value in sorted(self.config.items())},
         }
-
-    def setup(self) -> None:
-        fetch(quiet=True)
 
     def prepare(self) -> None:
         pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class KafkaProducerPerformance(_PerfTool):
+    """``kafka-producer-perf-test`` as a workload: ``records`` of ``record_bytes`` each per
+    round, into a topic of its own, with the producer ``config`` given (``acks``,
+    ``linger.ms``, ``compression.type``, ``batch.size``...). ``throughput`` caps records/s
+    (-1: as fast as it goes)."""
+
+    throughput: int = -1
+    name: str = "kafka-producer-perf-test"
+    reports: list[ProducerReport] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "throughput": self.throughput}
+
+    def setup(self) -> None:
+        fetch(quiet=True)
 
     def run(self) -> Transfer:
         properties = _client_properties(self.broker, self.config)
@@ -211,47 +224,20 @@ class KafkaProducerPerformance:
             seconds=report.records / report.records_per_s,
         )
 
-    def close(self) -> None:
-        pass
-
 
 @dataclass
-class KafkaConsumerPerformance:
+class KafkaConsumerPerformance(_PerfTool):
     """``kafka-consumer-perf-test`` as a workload: each round a fresh group reads ``records``
     from the start of a topic that ``setup`` fills with the producer tool (``record_bytes``
     each). A round's time is the tool's fetch time, without the group join."""
 
-    broker: Broker
-    records: int = 1_000_000
-    record_bytes: int = 100
-    config: dict[str, str] = field(default_factory=dict)
-    topic: str = field(default_factory=lambda: f"consumer-perf-{uuid.uuid4().hex[:8]}")
     name: str = "kafka-consumer-perf-test"
-    seconds_by_tool: bool = True
     reports: list[ConsumerReport] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.records <= 0 or self.record_bytes <= 0:
-            raise ValueError(
-                f"records and record_bytes must be positive, not {self.records} and "
-                f"{self.record_bytes}"
-            )
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "workload": self.name,
-            "records": self.records,
-            "record_bytes": self.record_bytes,
-            **{f"consumer.{key}": value for key, value in sorted(self.config.items())},
-        }
 
     def setup(self) -> None:
         KafkaProducerPerformance(
             self.broker, records=self.records, record_bytes=self.record_bytes, topic=self.topic
         ).run()
-
-    def prepare(self) -> None:
-        pass
 
     def run(self) -> Transfer:
         properties = _client_properties(self.broker, self.config)
@@ -280,6 +266,3 @@ class KafkaConsumerPerformance:
             requests=0,
             seconds=report.fetch_ms / 1000,
         )
-
-    def close(self) -> None:
-        pass
