@@ -60,7 +60,7 @@ def test_the_log_keeps_its_promise_and_a_wrong_belief_is_shrunk(broker):
     client = HarnessClient(broker.bootstrap)
     tried = {"examples": 0, "records": 0}
 
-    @examples(25)
+    @examples(25, deadline=None)  # each example talks to a real broker
     @given(log_contents)
     def reading_from_any_offset_returns_the_rest_in_order(contents) -> None:
         specs, data = contents

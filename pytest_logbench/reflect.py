@@ -141,15 +141,13 @@ def _api_keys(client: HarnessClient) -> set[int]:
 
 
 def _list_groups(client: HarnessClient, reflection: Reflection) -> list[str]:
-    """The broker's groups by ListGroups, where both the broker and this codec have it."""
-    list_groups = getattr(ApiKey, "LIST_GROUPS", None)
-    if list_groups is None or int(list_groups) not in _api_keys(client):
+    """The broker's groups by ListGroups, where the broker has it."""
+    if ApiKey.LIST_GROUPS not in _api_keys(client):
         reflection.notes.append(
-            "this broker (or logbench's codec) has no ListGroups: name groups with --group, "
-            "or pass --metrics"
+            "this broker has no ListGroups: name groups with --group, or pass --metrics"
         )
         return []
-    response = client.request(list_groups, 0, {})
+    response = client.request(ApiKey.LIST_GROUPS, 0, {})
     return [group["group_id"] for group in response.get("groups", [])]
 
 

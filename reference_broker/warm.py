@@ -24,7 +24,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from reference_broker.log.partition import FileSlice
+from reference_broker.log.slices import FileSlice
 
 # Replays are disk-bound: a few threads let several replaying consumers wait at once.
 WARM_THREADS = 4

@@ -17,15 +17,10 @@ from reference_broker.log.errors import (
     TopicExists,
     UnknownTopic,
 )
-from reference_broker.log.partition import (
-    CLEAN_SHUTDOWN_MARKER,
-    AppendResult,
-    FileSlice,
-    PartitionLog,
-    ReadResult,
-)
+from reference_broker.log.partition import CLEAN_SHUTDOWN_MARKER, PartitionLog
 from reference_broker.log.recovery import Hole, RecoveryReport, Truncation
 from reference_broker.log.segment import Segment
+from reference_broker.log.slices import AppendResult, FileSlice, ReadResult
 from reference_broker.log.store import LogStore, validate_topic_name
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Small files the log keeps beside its segments (checkpoints, snapshots), replaced atomically."""
+"""Small files the log keeps beside its segments (checkpoints, snapshots), replaced atomically,
+and the directory fsync that makes renames durable."""
 
 import os
 from pathlib import Path
@@ -19,3 +20,12 @@ def replace_file(path: Path, text: str, *, fsync: bool) -> None:
     except OSError:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make renames, creations and deletions in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

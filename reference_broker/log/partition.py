@@ -11,24 +11,23 @@ import os
 import time
 from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass
-from io import FileIO
 from itertools import pairwise
 from pathlib import Path
 from typing import NoReturn
 
 from reference_broker.log.config import INT32_MAX, LogConfig
 from reference_broker.log.errors import KafkaStorageError, OffsetOutOfRange, RecordListTooLarge
-from reference_broker.log.files import replace_file
+from reference_broker.log.files import fsync_directory, replace_file
 from reference_broker.log.producer_state import ProducerStates
 from reference_broker.log.recovery import (
     Hole,
     RecoveryReport,
     read_offset_checkpoint,
-    read_recovery_point,
     write_recovery_point,
 )
-from reference_broker.log.segment import DELETED_SUFFIX, Segment, SegmentMark, wall_clock_ms
+from reference_broker.log.segment import Segment, SegmentMark, wall_clock_ms
+from reference_broker.log.slices import AppendResult, FileSlice, ReadResult
+from reference_broker.log.startup import open_segments
 from reference_broker.records import BatchHeader, read_header, set_base_offset, validate_batches
 
 log = logging.getLogger(__name__)
@@ -38,53 +37,6 @@ LOG_START_FILE = "log-start-offset-checkpoint"
 
 CLEAN_SHUTDOWN_MARKER = ".clean_shutdown"
 STORAGE_ERROR_LOG_INTERVAL_S = 60
-_INDEX_SUFFIXES = (".index", ".timeindex")
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    """Where an append landed. A ``duplicate`` (an idempotent producer's retry of batches the
-    log already holds) carries the original offsets and appended nothing: size and counts 0."""
-
-    base_offset: int
-    last_offset: int
-    size: int
-    batch_count: int
-    record_count: int
-    duplicate: bool = False
-
-
-@dataclass(frozen=True)
-class FileSlice:
-    """Bytes of one segment file to ship with ``os.sendfile(out, file.fileno(), position, length)``.
-
-    ``file`` stays open while the segment is deleted by retention (renamed ``.deleted``, closed
-    only after file_delete_delay_ms), so a slice taken before the deletion still reads.
-    ``base_offset`` and ``path`` name the segment for diagnostics.
-    """
-
-    file: FileIO
-    position: int
-    length: int
-    base_offset: int
-    path: Path
-
-
-@dataclass(frozen=True)
-class ReadResult:
-    """A fetch's answer for one partition.
-
-    ``first_offset`` is the base offset of the first batch in the slice (it may be below the
-    requested offset: clients skip the records they did not ask for). ``tail_distance`` is the
-    number of bytes from the start of the slice to the end of the log across segments: 0 reads
-    the tail, large values replay history that is likely no longer in the page cache.
-    """
-
-    slice: FileSlice | None
-    high_watermark: int
-    log_start_offset: int
-    first_offset: int
-    tail_distance: int
 
 
 class PartitionLog:
@@ -125,44 +77,14 @@ class PartitionLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         marker = self.directory / CLEAN_SHUTDOWN_MARKER
         clean = marker.exists()
-        self._segments = self._open_segments(clean)
+        self._segments = open_segments(
+            self.directory, config.index_interval_bytes, self.recovery_report, clean=clean
+        ) or [self._new_segment(0)]
         self._records_deleted_below = read_offset_checkpoint(self.directory / LOG_START_FILE)
         self._load_producer_states()
         if clean:
             marker.unlink()
             fsync_directory(self.directory)
-
-    def _open_segments(self, clean: bool) -> list[Segment]:
-        for path in self.directory.iterdir():
-            if path.name.endswith(DELETED_SUFFIX) or (
-                path.suffix in _INDEX_SUFFIXES and not path.with_suffix(".log").exists()
-            ):
-                path.unlink()  # left by an earlier run: deleted segments, orphan indexes
-        bases = sorted(
-            int(path.stem)
-            for path in self.directory.glob("*.log")
-            if len(path.stem) == 20 and path.stem.isdigit()
-        )
-        recovery_point = read_recovery_point(self.directory)
-        segments = []
-        for base, next_base in zip(bases, [*bases[1:], None], strict=False):
-            below = next_base is not None and next_base <= recovery_point
-            segment = Segment.open(
-                self.directory,
-                base,
-                self.config.index_interval_bytes,
-                self.recovery_report,
-                recover=not (clean or below),
-                next_base=next_base,
-            )
-            segments.append(segment)
-        if not segments:
-            return [self._new_segment(0)]
-        for before, after in pairwise(segments):
-            hole = Hole(before.next_offset, after.base_offset)
-            if hole.first_missing < hole.next_present and hole not in self.recovery_report.holes:
-                self.recovery_report.hole(hole)  # a missing segment
-        return segments
 
     def _new_segment(self, base_offset: int) -> Segment:
         return Segment.create(
@@ -573,12 +495,3 @@ class PartitionLog:
             f"offsets [{self.log_start_offset}, {self.log_end_offset}), "
             f"{len(self._segments)} segments)"
         )
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make renames, creations and deletions in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

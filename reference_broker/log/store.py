@@ -10,8 +10,8 @@ from pathlib import Path
 
 from reference_broker.log.config import LogConfig
 from reference_broker.log.errors import InvalidPartitions, InvalidTopic, TopicExists, UnknownTopic
-from reference_broker.log.files import replace_file
-from reference_broker.log.partition import PartitionLog, fsync_directory
+from reference_broker.log.files import fsync_directory, replace_file
+from reference_broker.log.partition import PartitionLog
 from reference_broker.log.producer_ids import PRODUCER_ID_BLOCK_FILE, ProducerIds
 
 TOPICS_FILE = "topics.json"
