@@ -1,9 +1,10 @@
 // @platformatic/kafka against a broker: produce, read from a middle offset, commit in a group
 // and resume from the commit. Prints one JSON line for tests/test_platformatic_client.py.
-// Usage: node check.mjs <bootstrap> <topic> <group>
+// Usage: node platformatic.mjs <bootstrap> <topic> <group> [resume]
+// With "resume" it only resumes the group from its commit (after the test restarted the broker).
 import { Consumer, Producer, stringDeserializers, stringSerializers } from '@platformatic/kafka'
 
-const [bootstrap, topic, group] = process.argv.slice(2)
+const [bootstrap, topic, group, phase] = process.argv.slice(2)
 const COUNT = 100
 const MIDDLE = 40
 const COMMITTED = 10
@@ -24,6 +25,18 @@ const plain = m => ({
   offset: Number(m.offset), key: m.key, value: m.value, header: m.headers.get('n') ?? null
 })
 
+async function resume () {
+  const again = new Consumer({ ...base, groupId: group, deserializers: stringDeserializers, sessionTimeout: 6000, heartbeatInterval: 500 })
+  const resumed = await read(again, { mode: 'committed', fallbackMode: 'earliest' }, 1)
+  await again.close()
+  return resumed.map(plain)
+}
+
+if (phase === 'resume') {
+  console.log(JSON.stringify({ resumed: await resume() }))
+  process.exit(0)
+}
+
 const producer = new Producer({ ...base, serializers: stringSerializers })
 const messages = []
 for (let i = 0; i < COUNT; i++) {
@@ -41,8 +54,4 @@ const first = await read(member, { mode: 'committed', fallbackMode: 'earliest' }
 await first[first.length - 1].commit()
 await member.close()
 
-const again = new Consumer({ ...base, groupId: group, deserializers: stringDeserializers, sessionTimeout: 6000, heartbeatInterval: 500 })
-const resumed = await read(again, { mode: 'committed', fallbackMode: 'earliest' }, 1)
-await again.close()
-
-console.log(JSON.stringify({ middle: middle.map(plain), first: first.map(plain), resumed: resumed.map(plain) }))
+console.log(JSON.stringify({ middle: middle.map(plain), first: first.map(plain), resumed: await resume() }))
