@@ -35,6 +35,22 @@ STDERR_TAIL_LINES = 30
 PR_SET_PDEATHSIG = 1
 
 
+def user_cache_dir() -> Path:
+    """logbench's cache directory (``$XDG_CACHE_HOME/logbench``, else ``~/.cache/logbench``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "logbench"
+
+
+def broker_python_env() -> dict[str, str]:
+    """The environment of a reference broker process. Where ``PYTHONDONTWRITEBYTECODE`` is set,
+    its bytecode still gets cached, under ``user_cache_dir()`` rather than beside the sources:
+    a test session starts brokers hundreds of times, and compiling every module on each start
+    cost about 50 ms of a 175 ms start (median of 7, measured on this project's machine)."""
+    env = dict(os.environ)
+    if env.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        env.setdefault("PYTHONPYCACHEPREFIX", str(user_cache_dir() / "pycache"))
+    return env
+
+
 def die_with_parent() -> None:
     """Runs in the child before exec: the kernel SIGKILLs the broker if pytest dies.
 
@@ -218,7 +234,9 @@ class LocalBroker(_Address):
     def start(self) -> LocalBroker:
         raise NotImplementedError
 
-    def _spawn(self, command: list[str], *, stdout: int) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, command: list[str], *, stdout: int, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Launch ``command`` with stderr appended to ``stderr_path``, dying with pytest."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"broker pid {self.process.pid} is already running")
@@ -230,6 +248,7 @@ class LocalBroker(_Address):
                 stderr=stderr,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_parent,
+                env=env,
             )
         return self.process
 
@@ -393,7 +412,7 @@ class ReferenceBroker(_Counters, LocalBroker):
         if self.options.tls:
             cert, key, _ = self._tls()
             command += ["--tls-cert", str(cert), "--tls-key", str(key)]
-        process = self._spawn(command, stdout=subprocess.PIPE)
+        process = self._spawn(command, stdout=subprocess.PIPE, env=broker_python_env())
         self.ready = self._await_ready(process)
         self._port = int(self.ready["bootstrap"].rsplit(":", 1)[1])
         self._started()

@@ -28,3 +28,15 @@ def test_starting_the_broker_does_not_import(module):
         check=True,
     ).stdout.strip()
     assert found == "False", f"{module} is imported at start-up ({LATER[module]})"
+
+
+def test_a_broker_caches_its_bytecode_outside_the_tree_when_writing_it_is_off(
+    broker_factory, monkeypatch, tmp_path
+):
+    """PYTHONDONTWRITEBYTECODE (set on some machines) would make every broker start compile
+    all its modules; the launcher keeps their bytecode in logbench's cache instead."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    broker_factory()
+    prefix = tmp_path / "logbench" / "pycache"
+    assert any(prefix.rglob("reference_broker/server*.pyc")), "no bytecode cached"

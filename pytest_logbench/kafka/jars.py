@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pytest_logbench.brokers import user_cache_dir
+
 # Keep in step with <kafka.version> in kafka/pom.xml.
 KAFKA_VERSION = "4.2.0"
 POM = Path(__file__).resolve().parents[2] / "kafka" / "pom.xml"
@@ -40,10 +42,9 @@ def kafka_home() -> Path:
     configured = os.environ.get("LOGBENCH_KAFKA_HOME")
     if configured:
         return Path(configured)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     if POM.is_file():
-        return cache / "logbench" / f"kafka-{KAFKA_VERSION}-{_pom_digest()}"
-    return cache / "logbench" / f"kafka-{KAFKA_VERSION}"
+        return user_cache_dir() / f"kafka-{KAFKA_VERSION}-{_pom_digest()}"
+    return user_cache_dir() / f"kafka-{KAFKA_VERSION}"
 
 
 def _pom_digest() -> str:
