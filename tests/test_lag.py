@@ -147,8 +147,10 @@ def test_cold_bytes_tell_the_replay_from_the_tail(filled, page_cache):
     fleet = Fleet(broker.bootstrap, "events", log_dir=broker.log_dir)
     result = fleet.producer(rate_mb_s=4).tail(1).replay(1, until=0.5).run(seconds=2)
     [tail], [replay] = result.by_role("tail"), result.by_role("replay")
-    # Everything the replay read was evicted: it brought all of it (and the readahead beyond)
-    # from the disk; the tail reads what the producer just wrote into the page cache.
-    assert replay.bytes > 4 * MIB and replay.cold_bytes >= replay.bytes * 0.9, replay.summary()
+    # Everything the replay read was evicted: it brought it from the disk; the tail reads what
+    # the producer just wrote into the page cache. The count is an estimate from two looks per
+    # fetch: readahead that completes after a fetch's second look is nobody's (seen: 83 % of
+    # a replay counted cold on a busy machine), hence "most", against the tail's "almost none".
+    assert replay.bytes > 4 * MIB and replay.cold_bytes >= replay.bytes * 0.5, replay.summary()
     assert tail.bytes > 0 and tail.cold_bytes < tail.bytes * 0.1, tail.summary()
     assert result.producer.cold_bytes is None
