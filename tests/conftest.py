@@ -11,6 +11,8 @@ from pytest_logbench.strategies import register_profiles
 
 register_profiles()
 
+pytest_plugins = ["tests.coordinator_harness"]  # the group coordinator's fixtures
+
 KAFKA_HOME = kafka_home()  # read now: pytester points HOME at a temporary directory
 
 

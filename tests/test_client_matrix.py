@@ -15,7 +15,7 @@ import pytest
 
 from pytest_logbench.client import HarnessClient
 from tests.external_clients import ExternalClient, JavaClient, Kafkajs, Kcat, ready
-from tests.kafka_clients import committed_offsets
+from tests.kafka_group_clients import committed_offsets
 
 RECORDS = [
     (b"\x00\xff\x01", b"\x80binary\x00value"),

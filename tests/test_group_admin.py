@@ -18,9 +18,9 @@ from reference_broker.errors import ErrorCode
 from reference_broker.groups import GroupCoordinator, GroupState, OffsetStore
 from reference_broker.log.config import LogConfig
 from reference_broker.log.partition import PartitionLog
+from tests.coordinator_harness import FakeClock, async_test, join, settle, sync
 from tests.external_clients import JavaClient, Kafkajs, ready
-from tests.kafka_clients import GroupConsumer, wait_until
-from tests.test_groups import FakeClock, async_test, join, settle, sync
+from tests.kafka_group_clients import GroupConsumer, wait_until
 
 
 def subscription(*topics: str) -> bytes:

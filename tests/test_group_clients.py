@@ -32,10 +32,9 @@ import pytest
 from pytest_logbench.brokers import die_with_parent
 from pytest_logbench.client import HarnessClient
 from reference_broker.record_codec import build_batch
-from tests.kafka_clients import (
-    CLIENTS,
+from tests.kafka_clients import CLIENTS, Consumed
+from tests.kafka_group_clients import (
     SESSION_TIMEOUT_MS,
-    Consumed,
     GroupConsumer,
     committed_offsets,
     wait_until,
@@ -177,7 +176,7 @@ def test_group_splits_hands_over_and_resumes_from_commits(broker, client):
 def read_assignment(
     process: subprocess.Popen[str], stderr: Path, timeout: float = 60
 ) -> frozenset[int]:
-    """The next assignment a ``tests.kafka_clients member`` process reports."""
+    """The next assignment a ``tests.kafka_group_clients member`` process reports."""
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], timeout)
     line = process.stdout.readline() if ready else ""
@@ -202,7 +201,7 @@ def test_member_that_stops_heartbeating_is_evicted(broker, client, tmp_path):
             [
                 sys.executable,
                 "-m",
-                "tests.kafka_clients",
+                "tests.kafka_group_clients",
                 "member",
                 client,
                 broker.bootstrap,

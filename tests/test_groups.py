@@ -7,12 +7,6 @@ multiples of 1/8 s so that deadlines compare exactly in floating point.
 """
 
 import asyncio
-import functools
-from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
-from typing import Any
-
-import pytest
 
 from reference_broker.errors import ErrorCode
 from reference_broker.groups import (
@@ -20,136 +14,20 @@ from reference_broker.groups import (
     GroupMember,
     GroupState,
     JoinGroupResult,
-    OffsetStore,
-    SyncGroupResult,
 )
-from reference_broker.log.config import LogConfig
-from reference_broker.log.partition import PartitionLog
-
-GROUP = "g"
-SESSION_MS = 10_000
-REBALANCE_MS = 5_000
-PROTOCOLS = [("range", b"range-meta"), ("roundrobin", b"rr-meta")]
-STEP_MS = 125
-INITIAL_DELAY_MS = 3_000
-
-
-def async_test(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run a coroutine test on a fresh event loop (the project has no pytest-asyncio)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
-
-
-class FakeClock:
-    """A monotonic clock that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, ms: float) -> None:
-        self.now += ms / 1000
-
-
-@pytest.fixture
-def offsets(tmp_path: Path) -> Iterator[OffsetStore]:
-    log = PartitionLog(tmp_path / "__consumer_offsets-0", LogConfig())
-    yield OffsetStore([log])
-    log.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def coordinator(offsets: OffsetStore, clock: FakeClock) -> GroupCoordinator:
-    return GroupCoordinator(offsets, clock=clock)
-
-
-@pytest.fixture
-def delayed(offsets: OffsetStore, clock: FakeClock) -> GroupCoordinator:
-    """A coordinator whose first rebalance waits, so members of any kind land in it together."""
-    return GroupCoordinator(offsets, initial_rebalance_delay_ms=INITIAL_DELAY_MS, clock=clock)
-
-
-async def settle() -> None:
-    """Let every runnable task reach its next await (a parked join or sync)."""
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-async def join(
-    coordinator: GroupCoordinator,
-    member_id: str = "",
-    *,
-    group: str = GROUP,
-    instance: str | None = None,
-    protocol_type: str = "consumer",
-    protocols: list[tuple[str, bytes]] = PROTOCOLS,
-    session_ms: int = SESSION_MS,
-    rebalance_ms: int = REBALANCE_MS,
-    client_id: str = "client",
-    require_known: bool = False,
-) -> JoinGroupResult:
-    return await coordinator.join_group(
-        group,
-        member_id,
-        instance,
-        protocol_type,
-        protocols,
-        session_ms,
-        rebalance_ms,
-        client_id,
-        "/127.0.0.1",
-        require_known,
-    )
-
-
-async def sync(
-    coordinator: GroupCoordinator,
-    joined: JoinGroupResult,
-    assignments: dict[str, bytes] | None = None,
-    *,
-    group: str = GROUP,
-    instance: str | None = None,
-) -> SyncGroupResult:
-    return await coordinator.sync_group(
-        group, joined.generation_id, joined.member_id, instance, None, None, assignments or {}
-    )
-
-
-async def completing_pair(
-    coordinator: GroupCoordinator, group: str = GROUP
-) -> list[JoinGroupResult]:
-    """Two dynamic members (leader first) joined in one rebalance: CompletingRebalance.
-
-    Both take a member id first (MEMBER_ID_REQUIRED), so the first join waits for the second.
-    """
-    ids = [(await join(coordinator, group=group, require_known=True)).member_id for _ in "ab"]
-    return await asyncio.gather(*(join(coordinator, mid, group=group) for mid in ids))
-
-
-async def stable_pair(coordinator: GroupCoordinator) -> tuple[JoinGroupResult, JoinGroupResult]:
-    """Two members (leader first) through one rebalance and SyncGroup: a Stable group."""
-    leader, follower = await completing_pair(coordinator)
-    follower_sync = asyncio.create_task(sync(coordinator, follower))
-    await settle()
-    await sync(coordinator, leader, {leader.member_id: b"A", follower.member_id: b"B"})
-    assert (await follower_sync).assignment == b"B"
-    return leader, follower
-
-
-def state(coordinator: GroupCoordinator, group: str = GROUP) -> GroupState:
-    return next(s.state for s in coordinator.describe() if s.group_id == group)
-
+from tests.coordinator_harness import (
+    GROUP,
+    INITIAL_DELAY_MS,
+    REBALANCE_MS,
+    FakeClock,
+    async_test,
+    completing_pair,
+    join,
+    settle,
+    stable_pair,
+    state,
+    sync,
+)
 
 # --- joining and syncing ---------------------------------------------------------------------
 
@@ -335,142 +213,6 @@ async def test_sync_while_preparing_a_rebalance_is_refused(coordinator):
     assert (await sync(coordinator, follower)).error is ErrorCode.REBALANCE_IN_PROGRESS
     coordinator.close()
     assert (await rejoin).error is ErrorCode.COORDINATOR_NOT_AVAILABLE
-
-
-# --- timers ----------------------------------------------------------------------------------
-
-
-@async_test
-async def test_session_expiry_removes_a_silent_member(coordinator, clock):
-    leader, follower = await stable_pair(coordinator)
-    assert coordinator.tick() == clock.now + SESSION_MS / 1000
-
-    clock.advance(SESSION_MS - STEP_MS)
-    assert coordinator.heartbeat(GROUP, 1, leader.member_id, None) is ErrorCode.NONE
-    assert coordinator.tick() == clock.now + STEP_MS / 1000, "next due: the follower's session"
-    assert state(coordinator) is GroupState.STABLE
-
-    clock.advance(STEP_MS)
-    coordinator.tick()
-    assert [m.member_id for s in coordinator.describe() for m in s.members] == [leader.member_id]
-    assert state(coordinator) is GroupState.PREPARING_REBALANCE
-    assert coordinator.heartbeat(GROUP, 1, follower.member_id, None) is ErrorCode.UNKNOWN_MEMBER_ID
-    assert (
-        coordinator.heartbeat(GROUP, 1, leader.member_id, None) is ErrorCode.REBALANCE_IN_PROGRESS
-    )
-    assert (await join(coordinator, leader.member_id)).generation_id == 2
-
-
-@async_test
-async def test_members_that_do_not_rejoin_in_time_are_removed(coordinator, clock):
-    leader, follower = await stable_pair(coordinator)
-    rejoin = asyncio.create_task(join(coordinator, leader.member_id))
-    await settle()
-    clock.advance(REBALANCE_MS - STEP_MS)
-    coordinator.tick()
-    assert not rejoin.done()
-    clock.advance(STEP_MS)
-    coordinator.tick()
-    result = await rejoin
-    assert (result.generation_id, [m.member_id for m in result.members]) == (2, [leader.member_id])
-    assert coordinator.heartbeat(GROUP, 1, follower.member_id, None) is (
-        ErrorCode.UNKNOWN_MEMBER_ID
-    )
-
-
-@async_test
-async def test_members_parked_in_join_do_not_expire(coordinator, clock):
-    leader, follower = await stable_pair(coordinator)
-    rejoin = asyncio.create_task(join(coordinator, leader.member_id, rebalance_ms=60_000))
-    await settle()
-    clock.advance(SESSION_MS - STEP_MS)
-    assert coordinator.heartbeat(GROUP, 1, follower.member_id, None) is (
-        ErrorCode.REBALANCE_IN_PROGRESS
-    )
-    clock.advance(2 * STEP_MS)
-    coordinator.tick()
-    assert not rejoin.done()
-    assert len(coordinator.describe()[0].members) == 2, "the leader's session is not running"
-    await join(coordinator, follower.member_id)
-    assert len((await rejoin).members) == 2
-
-
-@async_test
-async def test_a_leader_that_never_syncs_expires_and_parked_followers_rejoin(coordinator, clock):
-    _, follower = await completing_pair(coordinator)
-    parked = asyncio.create_task(sync(coordinator, follower))
-    await settle()
-    clock.advance(SESSION_MS)
-    coordinator.tick()
-    assert (await parked).error is ErrorCode.REBALANCE_IN_PROGRESS
-    assert [m.member_id for m in coordinator.describe()[0].members] == [follower.member_id]
-    alone = await join(coordinator, follower.member_id)
-    assert (alone.generation_id, alone.leader_id) == (2, follower.member_id)
-
-
-@async_test
-async def test_pending_member_blocks_the_rebalance_until_it_expires(coordinator, clock):
-    pending = await join(coordinator, require_known=True)
-    joining = asyncio.create_task(join(coordinator, rebalance_ms=60_000))
-    await settle()
-    clock.advance(SESSION_MS - STEP_MS)
-    coordinator.tick()
-    assert not joining.done()
-    clock.advance(STEP_MS)
-    coordinator.tick()
-    result = await joining
-    assert (result.error, result.generation_id, len(result.members)) == (ErrorCode.NONE, 1, 1)
-    assert (await join(coordinator, pending.member_id)).error is ErrorCode.UNKNOWN_MEMBER_ID
-
-
-@async_test
-async def test_initial_rebalance_delay_gathers_members_into_one_generation(delayed, clock):
-    first = asyncio.create_task(join(delayed, rebalance_ms=60_000))
-    await settle()
-    clock.advance(2_000)
-    delayed.tick()
-    second = asyncio.create_task(join(delayed, rebalance_ms=60_000))
-    await settle()
-    clock.advance(INITIAL_DELAY_MS - STEP_MS)  # the newcomer extended the delay to 2 s + 3 s
-    assert delayed.tick() == clock.now + STEP_MS / 1000
-    assert not first.done()
-    clock.advance(STEP_MS)
-    delayed.tick()
-    results = await asyncio.gather(first, second)
-    assert [r.generation_id for r in results] == [1, 1]
-    assert len(results[0].members) == 2
-
-
-@async_test
-async def test_run_loop_expires_sessions_and_ends_on_close(coordinator, clock):
-    await stable_pair(coordinator)
-    clock.advance(SESSION_MS)
-    runner = asyncio.create_task(coordinator.run())
-    await settle()
-    assert state(coordinator) is GroupState.EMPTY, "both sessions expired"
-    coordinator.close()
-    await asyncio.wait_for(runner, timeout=1)
-    assert state(coordinator) is GroupState.DEAD
-
-
-@async_test
-async def test_close_releases_parked_requests(coordinator):
-    await join(coordinator, require_known=True)  # keeps the next join waiting
-    parked_join = asyncio.create_task(join(coordinator))
-    _, follower = await completing_pair(coordinator, group="other")
-    parked_sync = asyncio.create_task(sync(coordinator, follower, group="other"))
-    await settle()
-    assert not parked_join.done() and not parked_sync.done()
-
-    coordinator.close()
-    assert (await parked_join).error is ErrorCode.COORDINATOR_NOT_AVAILABLE
-    assert (await parked_sync).error is ErrorCode.COORDINATOR_NOT_AVAILABLE
-    assert (await join(coordinator)).error is ErrorCode.COORDINATOR_NOT_AVAILABLE
-    assert coordinator.heartbeat(GROUP, 1, "m", None) is ErrorCode.COORDINATOR_NOT_AVAILABLE
-    assert coordinator.fetch_offsets(GROUP, None) == (ErrorCode.COORDINATOR_NOT_AVAILABLE, {})
-    assert coordinator.commit_offsets(GROUP, -1, "", None, [("t", 0, 1, None)]) == {
-        ("t", 0): ErrorCode.COORDINATOR_NOT_AVAILABLE
-    }
 
 
 # --- static membership -----------------------------------------------------------------------

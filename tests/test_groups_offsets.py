@@ -251,7 +251,7 @@ def test_a_broker_starts_over_records_that_are_not_commits(broker):
     is not a commit, says so once, counts it, and keeps every real commit."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from tests.kafka_clients import committed_offsets
+    from tests.kafka_group_clients import committed_offsets
 
     broker.stop()
     offsets_log = PartitionLog(broker.log_dir / "__consumer_offsets-0", LogConfig())
@@ -276,7 +276,7 @@ def test_a_broker_starts_over_records_that_are_not_commits(broker):
 def test_a_broker_started_on_an_old_layout_log_keeps_its_offsets(broker_factory):
     """A log dir from a broker before Kafka's schema: one offsets partition, private layout,
     and one damaged record, which is named, counted and left in the log, never dropped."""
-    from tests.kafka_clients import committed_offsets
+    from tests.kafka_group_clients import committed_offsets
 
     broker = broker_factory(offsets_topic_num_partitions=1)
     assert broker.metric("logbench_offsets_skipped_records") == 0  # Kafka: skips (ReferenceOnly)
@@ -317,7 +317,7 @@ def test_our_commit_records_are_the_ones_apache_kafka_writes(broker_factory, tmp
     reference broker leaves the same key bytes in ``__consumer_offsets`` and a value that
     reads the same (both brokers here keep one offsets partition). Kafka 4.2 writes value
     version 4, the flexible form; we write 3, which Burrow 1.2.1 still decodes."""
-    from tests.kafka_clients import committed_offsets
+    from tests.kafka_group_clients import committed_offsets
 
     def commit_and_read(broker) -> tuple[bytes, bytes]:
         from confluent_kafka import Consumer, TopicPartition
