@@ -11,6 +11,9 @@ burst of load on the machine lands on both alike; each prints the round-by-round
   linger.ms=5, acks=all: the Java client's batching and compression);
 - start-up to ready (a fresh log dir each time: Kafka formats it first) and RSS after start.
 
+Only start-up has a direction to assert (the JVM's start alone takes about a second); the
+other comparisons are printed: neither broker is expected to win them.
+
 Skips where Kafka cannot run (no Java; no Maven before the jars are cached).
 ``LOGBENCH_SMOKE=1`` makes every one small (CI); the figures then mean nothing.
 """
@@ -69,7 +72,6 @@ def test_warm_tail_fetch(brokers, measure):
     print_comparison(
         f"warm-tail fetch, {FETCH_SIZE // MIB} MiB per round, splice receiver", ours, theirs
     )
-    assert len(ours.rounds) == len(theirs.rounds) == ROUNDS
 
 
 def test_produce_large_batches(brokers, measure):
@@ -87,7 +89,6 @@ def test_produce_large_batches(brokers, measure):
         theirs,
         metrics=("throughput", "records", "cpu"),
     )
-    assert len(ours.rounds) == len(theirs.rounds) == ROUNDS
 
 
 def test_kafka_producer_perf_test(brokers, measure):

@@ -18,10 +18,10 @@ from typing import Any
 
 from pytest_logbench.client import Consumer, HarnessClient, Transfer
 from pytest_logbench.contract import Broker
-from pytest_logbench.end_to_end import STAMP, PacedProducerSpec
-from pytest_logbench.members import MemberGroup, Stop, event
+from pytest_logbench.end_to_end import STAMP, PacedProducerSpec, ProducerAndReader
+from pytest_logbench.members import Stop, event
 from pytest_logbench.stats import parse_rate, parse_size
-from pytest_logbench.workloads import broker_traits, client_options, fresh_topic
+from pytest_logbench.workloads import broker_traits, fresh_topic
 
 POLL_S = 0.01  # how often the paused consumer looks at the log's end
 
@@ -76,7 +76,7 @@ class BacklogReader:
         self.client.close()
 
 
-class BacklogDrainWorkload:
+class BacklogDrainWorkload(ProducerAndReader):
     """Each round: a producer appends at ``rate`` (``"20 MB/s"`` or ``"20k records/s"``) while
     the consumer is paused until ``backlog`` bytes have built; then the consumer drains it.
     The round's bytes, records and seconds are the drain's (so throughput is the drain rate
@@ -109,8 +109,6 @@ class BacklogDrainWorkload:
         self.records_per_s = per_second
         self.topic = topic or fresh_topic("logbench-backlog")
         self._draining, self._drained = event(), event()
-        self._client: HarnessClient | None = None
-        self._members: MemberGroup | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -124,10 +122,7 @@ class BacklogDrainWorkload:
             **broker_traits(self.broker),
         }
 
-    def setup(self) -> None:
-        options = client_options(self.broker)
-        self._client = HarnessClient(self.broker.bootstrap, **options)
-        self._client.ensure_topic(self.topic)
+    def members(self, options: dict[str, Any]) -> tuple[list[Any], list[str]]:
         producer = PacedProducerSpec(
             self.broker.bootstrap,
             options,
@@ -141,15 +136,15 @@ class BacklogDrainWorkload:
         reader = BacklogReaderSpec(
             self.broker.bootstrap, options, self.topic, self._draining, self._drained
         )
-        self._members = MemberGroup([producer, reader], names=["producer", "backlog-reader"])
+        return [producer, reader], ["producer", "backlog-reader"]
 
     def prepare(self) -> None:
         self._draining.clear()
         self._drained.clear()
 
     def run(self) -> Transfer:
-        assert self._client is not None and self._members is not None, "setup() not called"
-        start, _ = self._client.list_offset(self.topic, 0, -1)
+        start = self.log_end()
+        assert self._members is not None
         backlog_records = math.ceil(self.backlog / self.record_bytes)
         produced, drained = self._members.call_each(
             [
@@ -167,9 +162,3 @@ class BacklogDrainWorkload:
             drained.next_offset,
             produced.latency,
         )
-
-    def close(self) -> None:
-        if self._members is not None:
-            self._members.close()
-        if self._client is not None:
-            self._client.close()

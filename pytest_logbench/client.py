@@ -92,7 +92,7 @@ class HarnessClient(Connection):
         code = result["error_code"]
         if code and not (exist_ok and code == ErrorCode.TOPIC_ALREADY_EXISTS):
             raise KafkaError(code, f"CreateTopics {name}", result.get("error_message"))
-        self._await_leaders(name, range(partitions))
+        self.await_leaders(name, range(partitions))
 
     def ensure_topic(self, topic: str, partition: int = 0, timeout: float = 10.0) -> None:
         """Ask for ``topic``'s metadata, which creates it where the broker creates topics
@@ -105,17 +105,18 @@ class HarnessClient(Connection):
         while True:
             [found] = self.request(ApiKey.METADATA, METADATA_VERSION, body)["topics"]
             if not found["error_code"]:
-                self._await_leaders(topic, [partition])
+                self.await_leaders(topic, [partition])
                 return
             if found["error_code"] not in _NOT_YET_LEADER or time.monotonic() > deadline:
                 return
             time.sleep(0.01)
 
-    def _await_leaders(self, topic: str, partitions: Iterable[int], timeout: float = 30.0) -> None:
+    def await_leaders(self, topic: str, partitions: Iterable[int], timeout: float = 30.0) -> None:
         """Wait until each of ``partitions`` answers as its leader. Apache Kafka answers
         CreateTopics once its controller committed the topic; its broker becomes leader a few
         milliseconds later, and a produce in between fails (UNKNOWN_TOPIC_OR_PARTITION,
-        NOT_LEADER_OR_FOLLOWER). ListOffsets asks the same leader, and changes nothing."""
+        NOT_LEADER_OR_FOLLOWER), as after a restart. ListOffsets asks the same leader, and
+        changes nothing."""
         deadline = time.monotonic() + timeout
         for partition in partitions:
             while True:

@@ -132,7 +132,38 @@ class TailReader:
         self.client.close()
 
 
-class EndToEndLatencyWorkload:
+class ProducerAndReader:
+    """What a paced producer and a reader of one topic, each in a process of its own, share:
+    ``setup`` connects and makes the topic, then starts the members ``members(options)``
+    names; ``run`` asks the log end first (``log_end``); ``close`` stops both."""
+
+    broker: Broker
+    topic: str
+    _client: HarnessClient | None = None
+    _members: MemberGroup | None = None
+
+    def members(self, options: dict[str, Any]) -> tuple[list[Any], list[str]]:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        options = client_options(self.broker)
+        self._client = HarnessClient(self.broker.bootstrap, **options)
+        self._client.ensure_topic(self.topic)
+        specs, names = self.members(options)
+        self._members = MemberGroup(specs, names=names)
+
+    def log_end(self) -> int:
+        assert self._client is not None and self._members is not None, "setup() not called"
+        return self._client.list_offset(self.topic, 0, -1)[0]
+
+    def close(self) -> None:
+        if self._members is not None:
+            self._members.close()
+        if self._client is not None:
+            self._client.close()
+
+
+class EndToEndLatencyWorkload(ProducerAndReader):
     """Each round a producer sends ``rate`` records per second for ``seconds``, in requests
     of ``batch_records`` records, while a consumer reads them at the tail; the round's
     latency is end to end (each record's intended send time to consumed), its records and
@@ -163,8 +194,6 @@ class EndToEndLatencyWorkload:
         self.broker, self.rate, self.record_bytes = broker, rate, record_bytes
         self.seconds, self.acks, self.batch_records = seconds, acks, batch_records
         self.topic = topic or fresh_topic("logbench-e2e")
-        self._client: HarnessClient | None = None
-        self._members: MemberGroup | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -178,31 +207,26 @@ class EndToEndLatencyWorkload:
             **broker_traits(self.broker),
         }
 
-    def setup(self) -> None:
-        options = client_options(self.broker)
-        self._client = HarnessClient(self.broker.bootstrap, **options)
-        self._client.ensure_topic(self.topic)
-        self._members = MemberGroup(
-            [
-                PacedProducerSpec(
-                    self.broker.bootstrap,
-                    options,
-                    self.topic,
-                    self.record_bytes,
-                    self.acks,
-                    batch_records=self.batch_records,
-                ),
-                TailReaderSpec(self.broker.bootstrap, options, self.topic),
-            ],
-            names=["producer", "tail"],
+    def members(self, options: dict[str, Any]) -> tuple[list[Any], list[str]]:
+        producer = PacedProducerSpec(
+            self.broker.bootstrap,
+            options,
+            self.topic,
+            self.record_bytes,
+            self.acks,
+            batch_records=self.batch_records,
         )
+        return [producer, TailReaderSpec(self.broker.bootstrap, options, self.topic)], [
+            "producer",
+            "tail",
+        ]
 
     def prepare(self) -> None:
         """Nothing: the tail is in the page cache by nature."""
 
     def run(self) -> Transfer:
-        assert self._client is not None and self._members is not None, "setup() not called"
-        end, _ = self._client.list_offset(self.topic, 0, -1)
+        end = self.log_end()
+        assert self._members is not None
         records = max(1, round(self.rate * self.seconds / self.batch_records)) * self.batch_records
         _, consumed = self._members.call_each(
             [
@@ -211,9 +235,3 @@ class EndToEndLatencyWorkload:
             ]
         )
         return consumed
-
-    def close(self) -> None:
-        if self._members is not None:
-            self._members.close()
-        if self._client is not None:
-            self._client.close()

@@ -59,15 +59,6 @@ LOG_MACHINE_CI_EXAMPLES = 60
 REFUSALS = frozenset({ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE})
 """Errors a produce may legitimately get for its size; the log must be unchanged after one."""
 
-NOT_READY = frozenset(
-    {
-        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-        ErrorCode.LEADER_NOT_AVAILABLE,
-        ErrorCode.NOT_LEADER_OR_FOLLOWER,
-    }
-)
-"""Errors a cluster answers while a just-created topic's leaders are being elected."""
-
 PATIENCE_S = 15.0
 """How long to wait for something the broker must eventually do (a new topic's leaders, a
 retention pass). A liveness bound, not a performance one: it only ends a wait that would
@@ -128,8 +119,7 @@ class LogStateMachine(RuleBasedStateMachine):
         self.client = HarnessClient(self.broker.bootstrap)
         self._create_topic()
         self.logs = [PartitionModel() for _ in range(self.partitions)]
-        self.restarts = 0
-        self._await_leaders()
+        self.restarts = 0  # create_topic returned once every partition answers as leader
 
     def _create_topic(self) -> None:
         try:
@@ -144,27 +134,6 @@ class LogStateMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.client.close()
-
-    def _await_leaders(self) -> None:
-        """Wait until the broker leads every partition: Kafka takes a few milliseconds after
-        creating a topic or starting (NOT_LEADER_OR_FOLLOWER meanwhile)."""
-        deadline = time.monotonic() + PATIENCE_S
-        for partition, log in enumerate(self.logs):
-            while (error := self._leader_error(partition, log.end)) in NOT_READY:
-                assert time.monotonic() < deadline, f"{self.topic}-{partition}: {error.name}"
-                time.sleep(0.05)
-            assert error == ErrorCode.NONE, f"fetch at the log end: {error.name}"
-
-    def _leader_error(self, partition: int, end: int) -> ErrorCode:
-        """What a fetch at the log end and a ListOffsets answer: Kafka fetches before it lists."""
-        error = self.client.fetch(self.topic, partition, end).error
-        if error != ErrorCode.NONE:
-            return error
-        try:
-            self.client.list_offset(self.topic, partition, -1)
-        except KafkaError as exc:
-            return exc.code
-        return ErrorCode.NONE
 
     # --- helpers for rules -------------------------------------------------------------------
 
@@ -353,7 +322,8 @@ class LogStateMachine(RuleBasedStateMachine):
         self.broker.restart(kill=kill)
         self.restarts += 1
         self.client = HarnessClient(self.broker.bootstrap)
-        self._await_leaders()
+        # Kafka answers NOT_LEADER_OR_FOLLOWER for a moment after its "started" line.
+        self.client.await_leaders(self.topic, range(self.partitions), PATIENCE_S)
         self.verify_all()
 
     @precondition(lambda self: self.retention_bytes is not None and self.segment_bytes is not None)
