@@ -146,6 +146,20 @@ def test_every_truncation_raises_protocol_error() -> None:
             assert str(info.value).startswith("request header: ")
 
 
+def test_a_frame_cut_inside_fixed_size_fields_names_the_field_that_is_cut() -> None:
+    """Consecutive fixed-size fields are decoded together (acks and timeout_ms here); a frame
+    that ends among them still names the one that is cut."""
+    frame = produce_frame()
+    body = decode_request_header(frame)[1] + 2  # after the null transactional_id
+    cuts = {body + 1: "acks", body + 2: "timeout_ms", body + 5: "timeout_ms"}
+
+    for end, field in cuts.items():
+        with pytest.raises(ProtocolError) as info:
+            decode_request(frame[:end])
+        assert info.value.field_path == field
+        assert "needs" in info.value.reason
+
+
 def test_trailing_bytes_are_refused() -> None:
     with pytest.raises(ProtocolError, match="3 trailing bytes") as info:
         decode_request(produce_frame() + b"\x00\x00\x00")

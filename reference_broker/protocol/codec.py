@@ -88,7 +88,7 @@ def encode_request(
     schema = request_schema(api_key, version)
     writer = Writer(size_prefix=True)
     write_request_header(writer, api_key, version, correlation_id, client_id)
-    _encode_body(schema, writer, body, f"{api_name(api_key)} v{version} request")
+    _encode_body(schema, writer, body, api_key, version, "request")
     chunks = writer.chunks()
     if len(chunks) != 1:
         raise EncodeError("a request cannot carry file slices; pass records as bytes")
@@ -110,7 +110,7 @@ def encode_response(
     writer.int32(correlation_id)
     if has_response_header_v1(api_key, version):
         writer.no_tagged_fields()
-    _encode_body(schema, writer, body, f"{api_name(api_key)} v{version} response")
+    _encode_body(schema, writer, body, api_key, version, "response")
     return writer.chunks()
 
 
@@ -120,9 +120,16 @@ def _decode_body(schema: StructSchema, reader: Reader) -> dict[str, Any]:
     return body
 
 
-def _encode_body(schema: StructSchema, writer: Writer, body: dict[str, Any], where: str) -> None:
+def _encode_body(
+    schema: StructSchema,
+    writer: Writer,
+    body: dict[str, Any],
+    api_key: int,
+    version: int,
+    kind: str,
+) -> None:
     try:
         schema.encode(writer, body)
     except EncodeError as exc:
-        exc.where = where
+        exc.where = f"{api_name(api_key)} v{version} {kind}"  # named only when it is needed
         raise

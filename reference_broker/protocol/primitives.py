@@ -230,6 +230,10 @@ class Writer:
             _I32.pack_into(chunks[0], 0, size)
         return [bytes(c) if isinstance(c, bytearray) else c for c in chunks]
 
+    def raw(self, data: bytes) -> None:
+        """Bytes already in wire form (a run of fixed-size fields packed at once)."""
+        self._buf += data
+
     def boolean(self, value: bool) -> None:
         self._buf += b"\x01" if value else b"\x00"
 

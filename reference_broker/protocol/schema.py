@@ -106,14 +106,28 @@ def _bad_value(step: str, type_: Any, value: Any, exc: Exception) -> EncodeError
     return EncodeError(f"bad {kind} value {value!r:.60}: {exc}", path=[step])
 
 
+# Fixed-size primitives and their struct format characters: a run of them in a struct is read
+# and written by one ``struct.Struct`` (a Fetch partition's five numbers are one unpack).
+_FIXED_FORMATS: dict[Primitive, str] = {BOOL: "?", INT8: "b", INT16: "h", INT32: "i", INT64: "q"}
+
+# A compiled step of a struct: reads some of its fields into the dict, or writes them from it.
+_DecodeStep = Callable[[Reader, dict[str, Any]], None]
+_EncodeStep = Callable[[Writer, Mapping[str, Any]], None]
+
+
 class StructSchema:
     """The fields of a struct in one version, in wire order. Decodes to / encodes from a dict.
 
     In a flexible version every struct ends with a tagged-field section: skipped when read,
     written empty (the broker sends no optional tagged field).
+
+    ``fields`` is the table; on first use it is compiled into steps (``_compile``): each run of
+    consecutive fixed-size fields becomes one ``struct`` unpack and pack, every other field one
+    call to its type. The table stays the single description of the wire format: the steps are
+    derived from it, never written by hand per message.
     """
 
-    __slots__ = ("fields", "flexible", "known", "min_size")
+    __slots__ = ("_decoders", "_encoders", "fields", "flexible", "known", "min_size")
 
     def __init__(
         self,
@@ -128,38 +142,128 @@ class StructSchema:
         # (h11's events do the same), where they would otherwise vanish and encode a default.
         self.known = known if known is not None else frozenset(f.name for f in fields)
         self.min_size = sum(f.type.min_size for f in fields) + flexible
+        self._decoders: tuple[_DecodeStep, ...] | None = None
+        self._encoders: tuple[_EncodeStep, ...] | None = None
+
+    def _compile(self) -> None:
+        """Group the fields into steps (done once, lazily: most versions are never used)."""
+        groups: list[list[FieldSchema]] = []
+        for field in self.fields:
+            fixed = isinstance(field.type, Primitive) and field.type in _FIXED_FORMATS
+            if fixed and groups and groups[-1][0].type in _FIXED_FORMATS:
+                groups[-1].append(field)
+            else:
+                groups.append([field])
+        decoders, encoders = [], []
+        for group in groups:
+            if len(group) > 1:
+                decoders.append(_decode_run(tuple(group)))
+                encoders.append(_encode_run(tuple(group)))
+            else:
+                decoders.append(_decode_field(group[0]))
+                encoders.append(_encode_field(group[0]))
+        if self.flexible:
+            decoders.append(_skip_tags)
+            encoders.append(_no_tags)
+        self._decoders, self._encoders = tuple(decoders), tuple(encoders)
 
     def decode(self, reader: Reader) -> dict[str, Any]:
+        if self._decoders is None:
+            self._compile()
         out: dict[str, Any] = {}
-        for name, type_, _ in self.fields:
-            try:
-                out[name] = type_.decode(reader)
-            except ProtocolError as exc:
-                exc.path.insert(0, name)
-                raise
-        if self.flexible:
-            reader.skip_tagged_fields()
+        for step in self._decoders:  # type: ignore[union-attr]
+            step(reader, out)
         return out
 
     def encode(self, writer: Writer, value: Mapping[str, Any]) -> None:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             raise EncodeError(f"expected a dict, got {type(value).__name__}")
-        unknown = value.keys() - self.known
-        if unknown:
+        if not self.known.issuperset(value):
             raise EncodeError(
-                f"unknown field(s) {sorted(unknown)}; the struct has {sorted(self.known)}"
+                f"unknown field(s) {sorted(value.keys() - self.known)}; "
+                f"the struct has {sorted(self.known)}"
             )
-        for name, type_, default in self.fields:
-            item = value.get(name, default)
-            try:
-                type_.encode(writer, item)
-            except EncodeError as exc:
-                exc.path.insert(0, name)
-                raise
-            except _BAD_VALUE as exc:
-                raise _bad_value(name, type_, item, exc) from exc
-        if self.flexible:
-            writer.no_tagged_fields()
+        if self._encoders is None:
+            self._compile()
+        for step in self._encoders:  # type: ignore[union-attr]
+            step(writer, value)
+
+
+def _decode_field(field: FieldSchema) -> _DecodeStep:
+    name, decode = field.name, field.type.decode
+
+    def step(reader: Reader, out: dict[str, Any]) -> None:
+        try:
+            out[name] = decode(reader)
+        except ProtocolError as exc:
+            exc.path.insert(0, name)
+            raise
+
+    return step
+
+
+def _encode_field(field: FieldSchema) -> _EncodeStep:
+    name, type_, default = field
+    encode = type_.encode
+
+    def step(writer: Writer, value: Mapping[str, Any]) -> None:
+        item = value.get(name, default)
+        try:
+            encode(writer, item)
+        except EncodeError as exc:
+            exc.path.insert(0, name)
+            raise
+        except _BAD_VALUE as exc:
+            raise _bad_value(name, type_, item, exc) from exc
+
+    return step
+
+
+def _decode_run(fields: tuple[FieldSchema, ...]) -> _DecodeStep:
+    """Consecutive fixed-size fields in one unpack. A frame that ends inside the run is read
+    field by field instead, so the error names the field that is cut, as it always did."""
+    names = tuple(f.name for f in fields)
+    codec = struct.Struct(">" + "".join(_FIXED_FORMATS[f.type] for f in fields))  # type: ignore[index]
+    size, one_by_one = codec.size, tuple(_decode_field(f) for f in fields)
+
+    def step(reader: Reader, out: dict[str, Any]) -> None:
+        pos = reader.pos
+        if size > reader.end - pos:
+            for field_step in one_by_one:  # raises at the field that is cut
+                field_step(reader, out)
+            return
+        out.update(zip(names, codec.unpack_from(reader.buf, pos), strict=True))
+        reader.pos = pos + size
+
+    return step
+
+
+def _encode_run(fields: tuple[FieldSchema, ...]) -> _EncodeStep:
+    """Consecutive fixed-size fields in one pack. A value that does not pack (wrong type, out
+    of range) is encoded field by field instead, which raises naming the field."""
+    names = tuple(f.name for f in fields)
+    defaults = tuple(f.default for f in fields)
+    codec = struct.Struct(">" + "".join(_FIXED_FORMATS[f.type] for f in fields))  # type: ignore[index]
+    one_by_one = tuple(_encode_field(f) for f in fields)
+
+    def step(writer: Writer, value: Mapping[str, Any]) -> None:
+        try:
+            packed = codec.pack(*map(value.get, names, defaults))
+        except _BAD_VALUE:
+            for field_step in one_by_one:  # raises at the field that does not pack
+                field_step(writer, value)
+            return
+        writer.raw(packed)
+
+    return step
+
+
+def _skip_tags(reader: Reader, out: dict[str, Any]) -> None:
+    reader.skip_tagged_fields()
+
+
+def _no_tags(writer: Writer, value: Mapping[str, Any]) -> None:
+    writer.no_tagged_fields()
 
 
 class ArraySchema:
