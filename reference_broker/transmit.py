@@ -109,23 +109,26 @@ class ZeroCopyTransmitter(Transmitter):
 
     def __init__(self, metrics: Metrics, slowdown: float = 1.0) -> None:
         super().__init__(metrics, slowdown)
-        self._raised: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self._prepared: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
 
-    def _raise_send_buffer(self, transport: asyncio.BaseTransport) -> None:
+    def _prepare(self, transport: asyncio.WriteTransport) -> None:
+        """Once per connection: ``drain`` waits until the transport holds nothing (high
+        water mark 0), and the send buffer is raised where that pays."""
+        if transport in self._prepared or transport.is_closing():
+            return
+        transport.set_write_buffer_limits(high=0)
         limit = _send_buffer_limit()
-        if limit and transport not in self._raised and not transport.is_closing():
-            # Linux doubles the value asked for (bookkeeping overhead), capped at wmem_max.
+        if limit:  # Linux doubles the value asked for (bookkeeping), capped at wmem_max
             sock = transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limit)
-            self._raised.add(transport)
+        self._prepared.add(transport)
 
     async def send_slice(self, writer: asyncio.StreamWriter, piece: FileSliceLike) -> None:
         transport = writer.transport
+        self._prepare(transport)  # type: ignore[arg-type]
         # The response header went through the transport: it must have left before the
         # records are written to the socket behind the transport's back.
-        transport.set_write_buffer_limits(high=0)
         await writer.drain()
-        self._raise_send_buffer(transport)
         out = transport.get_extra_info("socket").fileno()
         source = piece.file.fileno()  # type: ignore[attr-defined]
         position, end = piece.position, piece.position + piece.length

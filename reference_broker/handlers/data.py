@@ -253,7 +253,10 @@ def _read_partitions(
     for (topic, index), wanted_partition in wanted.items():
         response = {**_NO_PARTITION_DATA, "partition_index": index, "error_code": ErrorCode.NONE}
         read = _FetchRead(topic, response)
-        found = partition_or_error(broker, topic, index, create=False)
+        # A partition in the store has a valid name: the name is checked only when it is not.
+        found = broker.store.partition(topic, index) or partition_or_error(
+            broker, topic, index, create=False
+        )
         if isinstance(found, ErrorCode):
             response["error_code"] = found
             yield read
@@ -261,12 +264,14 @@ def _read_partitions(
         limit = min(wanted_partition["partition_max_bytes"], budget)
         try:
             result = found.read(wanted_partition["fetch_offset"], max(limit, 1))
-        except OffsetOutOfRange:
+        except OffsetOutOfRange as exc:
             result = None
             response["error_code"] = ErrorCode.OFFSET_OUT_OF_RANGE
-        response["high_watermark"] = found.log_end_offset
-        response["last_stable_offset"] = found.log_end_offset
-        response["log_start_offset"] = found.log_start_offset
+            end, start = exc.log_end_offset, exc.log_start_offset
+        else:
+            end, start = result.high_watermark, result.log_start_offset
+        response["high_watermark"] = response["last_stable_offset"] = end
+        response["log_start_offset"] = start
         piece = result.slice if result is not None else None
         if piece is not None and (piece.length <= limit or not sent_any):
             response["records"] = piece
