@@ -101,8 +101,10 @@ class ZeroCopyTransmitter(Transmitter):
     Before its first slice, a connection's send buffer is raised to the largest the system
     allows, where that is larger than what TCP's autotuning reaches (``_send_buffer_limit``):
     a response that fits never meets a full socket, so the loop does not wait in the middle
-    of it, and the kernel pushes it in fewer, larger steps. The buffer is a ceiling, not an
-    allocation, and what it holds are references to page-cache pages, not copies.
+    of it (each wait costs a descriptor, two epoll changes and a loop turn). The buffer is a
+    ceiling, not an allocation, and what it holds are references to page-cache pages, not
+    copies. What waits in it beyond the reader's window is sent as the reader's ACKs arrive,
+    in whichever context handles them: over loopback, often the reader's own.
     """
 
     path = "zerocopy"
