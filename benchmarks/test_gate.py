@@ -2,11 +2,14 @@
 
 This runs the README's gate exactly as a CI job would, as separate pytest sessions on a small
 project: one session saves a baseline on a calm machine (``--logbench-save main``); then many
-sessions compare against it (``--logbench-compare=main --logbench-compare-fail=throughput:10%``)
-with the broker unchanged or slowed down by ``--fetch-slowdown`` (1.25x, 1.5x, 2x, injected
-through the documented launcher hook), once on a calm machine and once with every core kept
-busy by a spinning process. Rounds of the different slowdowns are interleaved, so drift of the
-machine during the benchmark hits them all alike.
+sessions compare against it (``--logbench-compare=main --logbench-compare-ref=REV
+--logbench-compare-fail=throughput:10%``, REV being this checkout's HEAD: the reference broker
+of that commit runs beside the one under test in every round) with the broker unchanged or
+slowed down by ``--fetch-slowdown`` (1.25x, 1.5x, 2x, injected through the documented launcher
+hook, which the revision's broker never goes through: the way a regression arrives in a pull
+request), once on a calm machine and once with every core kept busy by a spinning process.
+Sessions of the different slowdowns are interleaved, so drift of the machine during the
+benchmark hits them all alike.
 
 A session that exits 1 was flagged. The table gives, per slowdown and load, how many of the
 runs were flagged: the detection rate for a slowdown, the false-alarm rate for "unchanged".
@@ -23,12 +26,14 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sizes import SMOKE
 
 pytestmark = pytest.mark.timeout(4 * 3600)  # 160 gate sessions take ~20-30 minutes
 
+CHECKOUT = Path(__file__).resolve().parents[1]
 RUNS = int(os.environ.get("LOGBENCH_GATE_RUNS", "1" if SMOKE else "20"))
 SLOWDOWNS = (1.0, 1.25, 1.5, 2.0)
 TARGETS = {  # (slowdown, load): (runs flagged, "at least" or "at most", out of 20)
@@ -99,6 +104,12 @@ def _busy_cores():
 
 
 def test_gate_detection_and_false_alarm_rates(tmp_path):
+    head = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     project = tmp_path / "project"
     project.mkdir()
     (project / "test_gated.py").write_text(GATED_TEST)
@@ -117,6 +128,7 @@ def test_gate_detection_and_false_alarm_rates(tmp_path):
                         project,
                         slowdown,
                         "--logbench-compare=main",
+                        f"--logbench-compare-ref={head}",
                         "--logbench-compare-fail=throughput:10%",
                     )
                     assert run.returncode in (0, 1), run.stdout + run.stderr
@@ -125,7 +137,8 @@ def test_gate_detection_and_false_alarm_rates(tmp_path):
         seconds[load] = time.monotonic() - started
 
     print(
-        f"\n--- the README's gate (throughput:10%), {RUNS} runs per cell, baseline saved calm ---"
+        f"\n--- the README's gate (throughput:10%, beside the broker of {head[:12]}), {RUNS} runs "
+        "per cell, baseline saved calm ---"
     )
     print(f"{'fetch slowdown':<16} {'calm: flagged':>14} {'busy: flagged':>14}   target")
     for slowdown in SLOWDOWNS:

@@ -233,7 +233,14 @@ class LocalBroker(_Address):
     def start(self) -> LocalBroker:
         raise NotImplementedError
 
-    def _spawn(self, command: list[str], *, stdout: int, env: dict | None = None) -> Popen[bytes]:
+    def _spawn(
+        self,
+        command: list[str],
+        *,
+        stdout: int,
+        env: dict | None = None,
+        cwd: Path | None = None,
+    ) -> Popen[bytes]:
         """Launch ``command`` with stderr appended to ``stderr_path``, dying with pytest."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"broker pid {self.process.pid} is already running")
@@ -246,6 +253,7 @@ class LocalBroker(_Address):
                 stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_parent,
                 env=env,
+                cwd=cwd,
             )
         return self.process
 
@@ -388,7 +396,14 @@ class _Counters:
 
 @dataclass
 class ReferenceBroker(_Counters, LocalBroker):
-    """A reference broker process (``python -m reference_broker``); started by ``start()``."""
+    """A reference broker process (``python -m reference_broker``); started by ``start()``.
+
+    ``code`` runs the broker's code from another directory (one holding a ``reference_broker``
+    package, e.g. an earlier revision's: ``pytest_logbench.revisions``) instead of the
+    installed one; ``revision`` names the commit it came from."""
+
+    code: Path | None = None
+    revision: str | None = None
 
     def start(self) -> ReferenceBroker:
         """Launch the process and wait for its READY line (or fail with its stderr tail)."""
@@ -409,7 +424,12 @@ class ReferenceBroker(_Counters, LocalBroker):
         if self.options.tls:
             cert, key, _ = self._tls()
             command += ["--tls-cert", str(cert), "--tls-key", str(key)]
-        process = self._spawn(command, stdout=subprocess.PIPE, env=broker_python_env())
+        env = broker_python_env()
+        if self.code is not None:  # `-m` puts the working directory first on the import path
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(self.code), env.get("PYTHONPATH")])
+            )
+        process = self._spawn(command, stdout=subprocess.PIPE, env=env, cwd=self.code)
         self.ready = self._await_ready(process)
         self._port = int(self.ready["bootstrap"].rsplit(":", 1)[1])
         self._started()

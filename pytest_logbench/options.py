@@ -85,6 +85,15 @@ def add_options(parser: pytest.Parser) -> None:
         "confidence (metrics: throughput, records, cpu, syscalls, latency_p99, ...); repeatable",
     )
     group.addoption(
+        "--logbench-compare-ref",
+        metavar="REV",
+        default=None,
+        help="measure each workload beside the reference broker of git revision REV (of the "
+        "checkout logbench runs from), started with the test's options, in the same rounds; "
+        "--logbench-compare-fail then judges throughput and cpu by the per-round ratios, "
+        "which load on the machine cannot fool",
+    )
+    group.addoption(
         "--logbench-storage",
         metavar="DIR",
         default=None,

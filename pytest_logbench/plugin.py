@@ -42,8 +42,10 @@ from pytest_logbench.workloads import client_options
 if TYPE_CHECKING:
     from pytest_logbench.disk import DiskThrottle
     from pytest_logbench.memory import MemoryBudget
+    from pytest_logbench.revisions import BrokerCode, ReferenceTwins
 
 REPORT_KEY = pytest.StashKey[SessionReport]()
+CODE_KEY = pytest.StashKey["BrokerCode | None"]()
 TOPICS_KEY = pytest.StashKey[TopicNames]()
 BUDGET_KEY = pytest.StashKey[Budget]()
 WORKER_RESULTS = "logbench_results"
@@ -74,6 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--logbench-log-dir {log_dir!r} is not a directory")
     if bootstrap is not None and not (config.option.help or config.option.markers):
         external.check_reachable(bootstrap)
+    config.stash[CODE_KEY] = _reference_code(config)
     config.stash[REPORT_KEY] = _session_report(config)
     _register_hypothesis_profiles()
     config.stash[BUDGET_KEY] = _budget(config)
@@ -112,6 +115,25 @@ def _budget(config: pytest.Config) -> Budget:
     return budget
 
 
+def _reference_code(config: pytest.Config) -> BrokerCode | None:
+    """The code of ``--logbench-compare-ref``'s revision, checked before anything runs."""
+    revision = config.option.logbench_compare_ref
+    if revision is None:
+        return None
+    if setting(config, "bootstrap") or setting(config, "broker") not in (None, "reference"):
+        raise pytest.UsageError(
+            "--logbench-compare-ref runs the reference broker of a revision beside the "
+            "reference broker under test; it cannot pair with --logbench-bootstrap or "
+            "--logbench-broker=kafka"
+        )
+    from pytest_logbench.revisions import RevisionError, broker_code
+
+    try:
+        return broker_code(revision)
+    except RevisionError as exc:
+        raise pytest.UsageError(f"--logbench-compare-ref: {exc}") from None
+
+
 def _session_report(config: pytest.Config) -> SessionReport:
     """Validate the reporting options up front: a CI job should fail at start, not after an
     hour of measuring, when its baseline is missing or a threshold is mistyped."""
@@ -122,8 +144,10 @@ def _session_report(config: pytest.Config) -> SessionReport:
         thresholds = tuple(parse_threshold(t) for t in option.logbench_compare_fail)
     except ValueError as exc:
         raise pytest.UsageError(f"--logbench-compare-fail: {exc}") from None
-    if thresholds and option.logbench_compare is None:
-        raise pytest.UsageError("--logbench-compare-fail needs --logbench-compare[=NAME]")
+    if thresholds and option.logbench_compare is None and option.logbench_compare_ref is None:
+        raise pytest.UsageError(
+            "--logbench-compare-fail needs --logbench-compare[=NAME] or --logbench-compare-ref=REV"
+        )
     compare_with, notes = None, []
     if option.logbench_compare is not None:
         name = option.logbench_compare or None
@@ -147,6 +171,7 @@ def _session_report(config: pytest.Config) -> SessionReport:
         json_path=Path(option.logbench_json) if option.logbench_json else None,
         save=option.logbench_save,
         compare_with=compare_with,
+        reference=code.commit if (code := config.stash[CODE_KEY]) is not None else None,
         thresholds=thresholds,
         plot_dir=Path(option.logbench_plot) if option.logbench_plot else None,
         notes=notes,
@@ -191,6 +216,7 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
     work_root = request.getfixturevalue("tmp_path_factory").mktemp("logbench")
     started: list[Any] = []
     budgets: list[Any] = []
+    twins = _twins(request)
 
     def start(**changes: Any) -> Any:
         changes.setdefault("kind", setting(config, "broker") or "reference")
@@ -209,6 +235,8 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
         if options.disk is not None:
             budgets.append(_attach_disk_throttle(broker, options.disk))
         broker.after_start.append(lambda b: hook.pytest_logbench_broker_ready(broker=b))
+        if twins is not None:
+            twins.launched(broker, options)
         started.append(broker)
         return broker.start()
 
@@ -314,6 +342,28 @@ def _attach_disk_throttle(broker: LocalBroker, disk: Any) -> DiskThrottle:
     return throttle
 
 
+@pytest.fixture(scope="session")
+def _logbench_reference_twins(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ReferenceTwins]:
+    """The brokers of ``--logbench-compare-ref``'s revision, shared by the session's tests."""
+    from pytest_logbench.revisions import ReferenceTwins
+
+    code = request.config.stash[CODE_KEY]
+    assert code is not None
+    twins = ReferenceTwins(code, tmp_path_factory.mktemp("logbench-revision"))
+    try:
+        yield twins
+    finally:
+        twins.close()
+
+
+def _twins(request: pytest.FixtureRequest) -> ReferenceTwins | None:
+    if request.config.stash.get(CODE_KEY, None) is None:
+        return None
+    return request.getfixturevalue("_logbench_reference_twins")
+
+
 @pytest.fixture
 def broker(broker_factory: BrokerFactory) -> Broker:
     """A fresh broker in its own temporary log dir: the reference broker, or Apache Kafka
@@ -372,11 +422,13 @@ def measure(request: pytest.FixtureRequest) -> Iterator[Meter]:
         report.add(result)
         config.hook.pytest_logbench_result(result=result, nodeid=nodeid)
 
+    twins = _twins(request)
     meter = Meter(
         nodeid=nodeid,
         sink=sink,
         budget=config.stash[BUDGET_KEY],
         decide=report.decider(config.stash[BUDGET_KEY].max_rounds),
+        reference=twins.twin if twins is not None else None,
     )
     try:
         yield meter
@@ -402,7 +454,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         and report.passed
         and session_report is not None
         and session_report.thresholds
-        and session_report.baseline
+        and session_report.gating
     ):
         regressions = session_report.regressions_of(item.nodeid)
         if regressions:

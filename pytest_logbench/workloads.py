@@ -98,6 +98,16 @@ class ProduceWorkload:
     def prepare(self) -> None:
         """Nothing: appends go to the page cache whatever its state."""
 
+    def against(self, broker: Broker) -> ProduceWorkload:
+        """The same workload on another broker (a reference revision's, for the gate)."""
+        return ProduceWorkload(
+            broker,
+            self.size,
+            record_bytes=self.record_bytes,
+            batch_bytes=self.batch_bytes,
+            acks=self.acks,
+        )
+
     def control(self) -> Workload | None:
         """The machine's append ceiling: the same bytes received and written to a file on the
         log's filesystem by the raw peer. None for brokers without a local log dir."""
@@ -262,6 +272,17 @@ class FetchWorkload:
         )
         self._part_position = done.next_offset
         return done
+
+    def against(self, broker: Broker) -> FetchWorkload:
+        """The same workload on another broker (a reference revision's, for the gate)."""
+        return FetchWorkload(
+            broker,
+            self.size,
+            cache=self.cache,
+            consumers=self.consumers,
+            max_bytes=self.max_bytes,
+            receive=self.receive,
+        )
 
     def control(self) -> Workload | None:
         """The machine's fetch ceiling for this workload: the same number of bytes served by
