@@ -13,7 +13,6 @@ Fixtures:
 from __future__ import annotations
 
 import shutil
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,6 @@ from pytest_logbench import external, hookspecs
 from pytest_logbench.baselines import Baselines, parse_threshold
 from pytest_logbench.brokers import (
     BrokerOptions,
-    ExternalBroker,
     LocalOnly,
     ReferenceBroker,
     ReferenceOnly,
@@ -36,7 +34,7 @@ from pytest_logbench.options import BROKER_KINDS, MARKERS, add_options, setting
 from pytest_logbench.plots import plots_unavailable
 from pytest_logbench.report import SessionReport
 from pytest_logbench.results import Result
-from pytest_logbench.topics import TopicNames
+from pytest_logbench.topics import TopicNames, topics_of
 from pytest_logbench.workloads import client_options
 
 if TYPE_CHECKING:
@@ -46,7 +44,6 @@ if TYPE_CHECKING:
 
 REPORT_KEY = pytest.StashKey[SessionReport]()
 CODE_KEY = pytest.StashKey["BrokerCode | None"]()
-TOPICS_KEY = pytest.StashKey[TopicNames]()
 BUDGET_KEY = pytest.StashKey[Budget]()
 WORKER_RESULTS = "logbench_results"
 
@@ -209,7 +206,7 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
     cannot honour skip it too. The launch hook is called through the test's own conftests.
     """
     config = request.config
-    external = setting(config, "bootstrap")
+    bootstrap = setting(config, "bootstrap")
     hook = request.node.ihook  # only the conftests of the test's own directories
     # Under pytest's basetemp: if pytest itself is killed, its retention policy removes what
     # the teardown below could not.
@@ -221,8 +218,8 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
     def start(**changes: Any) -> Any:
         changes.setdefault("kind", setting(config, "broker") or "reference")
         options = BrokerOptions().with_(**changes)
-        if external is not None:
-            return _external_broker(request, external, options)
+        if bootstrap is not None:
+            return external.external_broker(request, bootstrap, options)
         log_dir = work_root / f"broker{len(started)}"
         try:
             broker = hook.pytest_logbench_launch_broker(
@@ -263,49 +260,11 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
             raise RuntimeError("stopping brokers failed: " + "; ".join(errors))
 
 
-def _external_broker(
-    request: pytest.FixtureRequest, bootstrap: str, options: BrokerOptions
-) -> ExternalBroker:
-    """The external cluster as this test's broker, with its topic-level settings."""
-    config = request.config
-    log_dir, metrics_url = setting(config, "log_dir"), setting(config, "metrics_url")
-    shape = external.external_view(options, bootstrap)
-    broker = ExternalBroker(bootstrap, Path(log_dir) if log_dir else None, metrics_url, **shape)
-    if broker.shapes_topics:
-        topics = _topics_of(request)
-        shape = (broker.topic_configs, broker.partitions)
-        if shaped := [(b.topic_configs, b.partitions) for b in topics.brokers]:
-            if shape != shaped[0]:  # one cluster: its topics are created once
-                raise ValueError(
-                    f"this test's topics are already created with configs {shaped[0][0]} "
-                    f"and {shaped[0][1]} partitions on the external cluster; a second "
-                    f"broker_factory call asks for {shape[0]} and {shape[1]}"
-                )
-            return broker
-        if not topics.names:
-            warnings.warn(
-                f"{request.node.nodeid}: topic settings {broker.topic_configs} (partitions "
-                f"{broker.partitions}) apply on the external cluster to the topics of the "
-                "topic / topic_factory fixtures only, and this test has none yet",
-                pytest.PytestWarning,
-                stacklevel=3,
-            )
-        topics.attach(broker)
-    return broker
-
-
-def _topics_of(request: pytest.FixtureRequest) -> TopicNames:
-    node = request.node
-    if TOPICS_KEY not in node.stash:
-        node.stash[TOPICS_KEY] = TopicNames(getattr(node, "originalname", node.name))
-    return node.stash[TOPICS_KEY]
-
-
 @pytest.fixture
 def topic_factory(request: pytest.FixtureRequest) -> TopicNames:
     """New topic names for this test: ``topic_factory()``, ``topic_factory("orders")``.
     Unique per test and run, so tests sharing a cluster never read each other's records."""
-    return _topics_of(request)
+    return topics_of(request)
 
 
 @pytest.fixture

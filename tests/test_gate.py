@@ -16,6 +16,7 @@ import pytest
 import reference_broker
 from pytest_logbench.baselines import PAIRED, Threshold, compare, paired_change
 from pytest_logbench.brokers import BrokerOptions, ReferenceBroker
+from pytest_logbench.measure import Meter
 from pytest_logbench.results import Result, Round
 from pytest_logbench.revisions import ReferenceTwins, RevisionError, broker_code
 from pytest_logbench.stats import InsufficientRounds, _signed_rank_counts, paired_ratio_bounds
@@ -234,6 +235,21 @@ def test_twins_share_a_broker_per_options_and_skip_what_they_cannot_pair(
     finally:
         twins.close()
     assert not twin_broker.running
+
+
+def test_a_fleet_runs_whole_rounds_beside_its_twin(scratch_repository, tmp_path):
+    twins = ReferenceTwins(broker_code("HEAD", scratch_repository), tmp_path / "twins")
+    ours = ReferenceBroker(tmp_path / "ours").start()
+    meter = Meter(reference=twins.twin)
+    try:
+        twins.launched(ours, BrokerOptions())
+        result = meter(FetchWorkload(ours, "2 MiB", consumers=2), rounds=2, warmup=0)
+    finally:
+        meter.close()
+        twins.close()
+        ours.stop()
+    assert result.workload["control"] == {"kind": "reference", "commit": twins.commit}
+    assert all(r.control_bytes == r.bytes > 2 << 20 for r in result.rounds)  # both members
 
 
 # --- in a session ----------------------------------------------------------------------------
