@@ -94,6 +94,15 @@ def add_options(parser: pytest.Parser) -> None:
         "which load on the machine cannot fool",
     )
     group.addoption(
+        "--logbench-fetch-slowdown",
+        metavar="FACTOR",
+        type=float,
+        default=None,
+        help="make the reference brokers under test serve every fetch FACTOR times as slowly "
+        "(never the reference revision's brokers or the raw peers): a regression to try the "
+        "gate with, e.g. on your CI runner",
+    )
+    group.addoption(
         "--logbench-storage",
         metavar="DIR",
         default=None,

@@ -71,6 +71,12 @@ def pytest_configure(config: pytest.Config) -> None:
     log_dir = setting(config, "log_dir")
     if log_dir is not None and not Path(log_dir).is_dir():
         raise pytest.UsageError(f"--logbench-log-dir {log_dir!r} is not a directory")
+    slowdown = config.option.logbench_fetch_slowdown
+    if slowdown is not None and (slowdown < 1 or setting(config, "broker") == "kafka" or bootstrap):
+        raise pytest.UsageError(
+            f"--logbench-fetch-slowdown={slowdown:g} needs a factor >= 1 and the reference "
+            "broker (Kafka and external clusters have no injected slowdown)"
+        )
     if bootstrap is not None and not (config.option.help or config.option.markers):
         external.check_reachable(bootstrap)
     config.stash[CODE_KEY] = _reference_code(config)
@@ -221,9 +227,12 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
         if bootstrap is not None:
             return external.external_broker(request, bootstrap, options)
         log_dir = work_root / f"broker{len(started)}"
+        launched = options
+        if (slowdown := config.option.logbench_fetch_slowdown) and options.kind == "reference":
+            launched = options.with_(fetch_slowdown=slowdown)
         try:
             broker = hook.pytest_logbench_launch_broker(
-                log_dir=log_dir, options=options, work_dir=work_root
+                log_dir=log_dir, options=launched, work_dir=work_root
             )
         except ReferenceOnly as exc:  # e.g. copy=True on Kafka
             pytest.skip(str(exc))

@@ -262,24 +262,10 @@ def test_fetch(broker, measure):
     measure(FetchWorkload(broker, "16 MiB"))
 """
 
-SLOWED = """
-import os
-
-from pytest_logbench.brokers import ReferenceBroker
-
-
-def pytest_logbench_launch_broker(log_dir, options, work_dir):
-    factor = float(os.environ.get("GATE_SLOWDOWN", "1"))
-    return ReferenceBroker(
-        log_dir, options.with_(fetch_slowdown=factor if factor > 1 else None), work_dir=work_dir
-    )
-"""
-
 
 @pytest.mark.slow
-def test_the_gate_beside_a_revision_fails_a_slowed_broker(pytester, monkeypatch):
+def test_the_gate_beside_a_revision_fails_a_slowed_broker(pytester):
     pytester.makepyfile(test_gated=GATED)
-    pytester.makeconftest(SLOWED)
     checkout = Path(reference_broker.__file__).resolve().parents[1]
     head = subprocess.run(
         ["git", "-C", str(checkout), "rev-parse", "HEAD"],
@@ -289,8 +275,7 @@ def test_the_gate_beside_a_revision_fails_a_slowed_broker(pytester, monkeypatch)
     ).stdout.strip()
     gate = ["-p", "no:cacheprovider", "--logbench-compare-ref=HEAD"]
     gate += ["--logbench-compare-fail=throughput:10%", "--logbench-json=gate.json"]
-    monkeypatch.setenv("GATE_SLOWDOWN", "4")
-    slowed = pytester.runpytest(*gate)
+    slowed = pytester.runpytest(*gate, "--logbench-fetch-slowdown=4")
     assert slowed.ret == pytest.ExitCode.TESTS_FAILED, slowed.stdout.str()
     slowed.stdout.fnmatch_lines(
         [
@@ -318,9 +303,11 @@ def test_the_gate_beside_a_revision_fails_a_slowed_broker(pytester, monkeypatch)
     [
         (["--logbench-compare-ref=no-such-branch"], "'no-such-branch' is not a commit"),
         (["--logbench-compare-ref=HEAD", "--logbench-broker=kafka"], "cannot pair with"),
+        (["--logbench-fetch-slowdown=0.5"], "needs a factor >= 1"),
+        (["--logbench-fetch-slowdown=2", "--logbench-broker=kafka"], "and the reference broker"),
     ],
 )
 def test_reference_options_fail_early(pytester, args, error):
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"*--logbench-compare-ref*{error}*"])
+    result.stderr.fnmatch_lines([f"*--logbench-*{error}*"])
