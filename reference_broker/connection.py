@@ -51,7 +51,7 @@ class Connection(FlowControlMixin, asyncio.BufferedProtocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport
         self.writer: asyncio.StreamWriter
-        self.task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # held here: the loop holds tasks weakly
         self._into: memoryview | None = None  # where the bytes the server waits for go
         self._filled = 0
         self._waiter: asyncio.Future[int] | None = None
@@ -85,6 +85,7 @@ class Connection(FlowControlMixin, asyncio.BufferedProtocol):
             self._into = self._waiter = None
 
     def peer(self) -> tuple[str, int]:
+        """The client's (host, port)."""
         return self.transport.get_extra_info("peername") or ("?", 0)
 
     async def close(self) -> None:
@@ -121,7 +122,7 @@ class Connection(FlowControlMixin, asyncio.BufferedProtocol):
         self.transport = transport
         transport.pause_reading()  # until the server asks for bytes
         self.writer = asyncio.StreamWriter(transport, self, None, self._loop)
-        self.task = self._loop.create_task(self._serve(self))
+        self._task = self._loop.create_task(self._serve(self))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._into is not None:

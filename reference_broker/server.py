@@ -265,12 +265,13 @@ class Broker:
             return await self._unsupported(writer, exc.header, client)
         except ProtocolError as exc:
             return self._refuse(client, "malformed", str(exc))
-        lo, hi = ADVERTISED[ApiKey(header.api_key)]
+        api = ApiKey(header.api_key)
+        lo, hi = ADVERTISED[api]
         if not lo <= header.api_version <= hi:
             return await self._unsupported(writer, header, client)
-        name = ApiKey(header.api_key).name
+        name = api.name
         try:
-            response = await HANDLERS[ApiKey(header.api_key)](self, Request(header, body, host))
+            response = await HANDLERS[api](self, Request(header, body, host))
             chunks = (
                 None
                 if response is None
