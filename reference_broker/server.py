@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from reference_broker.admission import ConnectionQuotas, RequestMemory, default_max_connections
 from reference_broker.config import BrokerConfig
 from reference_broker.connection import Connection, Idle
 from reference_broker.errors import ErrorCode
-from reference_broker.groups import GroupCoordinator, consumer_lag, open_offset_store
+from reference_broker.groups import open_offset_store
 from reference_broker.handlers import (
     ADVERTISED,
     HANDLERS,
@@ -44,6 +46,9 @@ from reference_broker.protocol import (
 )
 from reference_broker.transmit import make_transmitter
 from reference_broker.warm import FetchWarmer
+
+if TYPE_CHECKING:
+    from reference_broker.groups import GroupCoordinator
 
 log = logging.getLogger("reference_broker")
 
@@ -89,12 +94,6 @@ class Broker:
         self.metrics = Metrics()
         self.store = LogStore(config.log_dir, config.log)
         self.offsets = open_offset_store(self.store, config.offsets_topic_num_partitions)
-        self.coordinator = GroupCoordinator(
-            self.offsets,
-            min_session_timeout_ms=config.group_min_session_timeout_ms,
-            max_session_timeout_ms=config.group_max_session_timeout_ms,
-            initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
-        )
         self.appends = AppendNotifier()
         self.transmitter = make_transmitter(
             config.transmit_mode, self.metrics, config.fetch_slowdown
@@ -113,6 +112,21 @@ class Broker:
         self.request_memory = RequestMemory(config.queued_max_request_bytes)
         self.metrics.gauge_source(self._log_gauges)
         self.metrics.gauge_source(self._broker_gauges)
+
+    @functools.cached_property
+    def coordinator(self) -> GroupCoordinator:
+        """The group coordinator, made at the first group request (or metrics scrape): its
+        modules cost about 7 ms of every start that serves no group."""
+        from reference_broker.groups import GroupCoordinator
+
+        coordinator = GroupCoordinator(
+            self.offsets,
+            min_session_timeout_ms=self.config.group_min_session_timeout_ms,
+            max_session_timeout_ms=self.config.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms=self.config.group_initial_rebalance_delay_ms,
+        )
+        self._tasks.append(asyncio.create_task(coordinator.run(), name="group-coordinator"))
+        return coordinator
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -133,7 +147,6 @@ class Broker:
             self._servers.append(metrics_server)
             self.metrics_port = metrics_server.sockets[0].getsockname()[1]
         self._tasks += [
-            asyncio.create_task(self.coordinator.run(), name="group-coordinator"),
             asyncio.create_task(self._periodic_duties(), name="log-duties"),
         ]
 
@@ -148,7 +161,8 @@ class Broker:
         """Stop serving, release waiting clients, and close the log cleanly."""
         for server in self._servers:
             server.close()
-        self.coordinator.close()
+        if "coordinator" in self.__dict__:  # made at the first group request
+            self.coordinator.close()
         for task in [*self._tasks, *self._connections]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._connections, return_exceptions=True)
@@ -361,6 +375,8 @@ class Broker:
                 yield "logbench_log_end_offset", labels, partition.log_end_offset
                 yield "logbench_log_start_offset", labels, partition.log_start_offset
                 yield "logbench_log_size_bytes", labels, partition.size_bytes
+        from reference_broker.groups import consumer_lag
+
         for row in consumer_lag(self.coordinator, self._log_end):
             labels = (
                 ("group", row.group_id),
