@@ -2,11 +2,13 @@
 
 This runs the README's gate exactly as a CI job would, as separate pytest sessions on a small
 project: one session saves a baseline on a calm machine (``--logbench-save main``); then many
-sessions compare against it (``--logbench-compare=main --logbench-compare-fail=throughput:10%``)
-with the broker unchanged or slowed down by ``--fetch-slowdown`` (1.25x, 1.5x, 2x, injected
-through the documented launcher hook), once on a calm machine and once with every core kept
-busy by a spinning process. Rounds of the different slowdowns are interleaved, so drift of the
-machine during the benchmark hits them all alike.
+sessions compare against it (``--logbench-compare=main --logbench-compare-ref=REV
+--logbench-compare-fail=throughput:10%``, REV being this checkout's HEAD: the reference broker
+of that commit runs beside the one under test in every round) with the broker unchanged or
+slowed down (1.25x, 1.5x, 2x, by ``--logbench-fetch-slowdown``, which slows the brokers under
+test and never the revision's: the way a regression arrives in a pull request), once on a calm
+machine and once with every core kept busy by a spinning process. Sessions of the different
+slowdowns are interleaved, so drift of the machine during the benchmark hits them all alike.
 
 A session that exits 1 was flagged. The table gives, per slowdown and load, how many of the
 runs were flagged: the detection rate for a slowdown, the false-alarm rate for "unchanged".
@@ -22,13 +24,17 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
+from pathlib import Path
 
 import pytest
 from sizes import SMOKE
 
+from pytest_logbench.contention import busy_cores
+
 pytestmark = pytest.mark.timeout(4 * 3600)  # 160 gate sessions take ~20-30 minutes
 
+CHECKOUT = Path(__file__).resolve().parents[1]
 RUNS = int(os.environ.get("LOGBENCH_GATE_RUNS", "1" if SMOKE else "20"))
 SLOWDOWNS = (1.0, 1.25, 1.5, 2.0)
 TARGETS = {  # (slowdown, load): (runs flagged, "at least" or "at most", out of 20)
@@ -49,18 +55,6 @@ def test_fetch(broker, measure):
     measure(FetchWorkload(broker, "64 MiB"))
 """
 
-SLOWED_BROKER = """
-import os
-
-from pytest_logbench.brokers import ReferenceBroker
-
-
-def pytest_logbench_launch_broker(log_dir, options, work_dir):
-    factor = float(os.environ.get("GATE_SLOWDOWN", "1"))
-    return ReferenceBroker(log_dir, options.with_(fetch_slowdown=factor if factor > 1 else None),
-                           work_dir=work_dir)
-"""
-
 
 def _session(project, slowdown: float, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -74,35 +68,25 @@ def _session(project, slowdown: float, *args: str) -> subprocess.CompletedProces
             "-p",
             "no:randomly",
             *args,
+            *([f"--logbench-fetch-slowdown={slowdown:g}"] if slowdown > 1 else []),
         ],
         cwd=project,
-        env={**os.environ, "GATE_SLOWDOWN": str(slowdown)},
         capture_output=True,
         text=True,
         timeout=600,
     )
 
 
-@contextmanager
-def _busy_cores():
-    """One process spinning per core for the duration: a CI runner shared with other jobs."""
-    spinners = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        for _ in range(os.cpu_count() or 1)
-    ]
-    try:
-        yield
-    finally:
-        for spinner in spinners:
-            spinner.kill()
-            spinner.wait()
-
-
 def test_gate_detection_and_false_alarm_rates(tmp_path):
+    head = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     project = tmp_path / "project"
     project.mkdir()
     (project / "test_gated.py").write_text(GATED_TEST)
-    (project / "conftest.py").write_text(SLOWED_BROKER)
     saved = _session(project, 1.0, "--logbench-save", "main")
     assert saved.returncode == 0, saved.stdout + saved.stderr
 
@@ -110,13 +94,14 @@ def test_gate_detection_and_false_alarm_rates(tmp_path):
     seconds: dict[str, float] = {}
     for load in ("calm", "busy"):
         started = time.monotonic()
-        with _busy_cores() if load == "busy" else _nothing():
+        with busy_cores() if load == "busy" else nullcontext():
             for _ in range(RUNS):
                 for slowdown in SLOWDOWNS:
                     run = _session(
                         project,
                         slowdown,
                         "--logbench-compare=main",
+                        f"--logbench-compare-ref={head}",
                         "--logbench-compare-fail=throughput:10%",
                     )
                     assert run.returncode in (0, 1), run.stdout + run.stderr
@@ -125,7 +110,8 @@ def test_gate_detection_and_false_alarm_rates(tmp_path):
         seconds[load] = time.monotonic() - started
 
     print(
-        f"\n--- the README's gate (throughput:10%), {RUNS} runs per cell, baseline saved calm ---"
+        f"\n--- the README's gate (throughput:10%, beside the broker of {head[:12]}), {RUNS} runs "
+        "per cell, baseline saved calm ---"
     )
     print(f"{'fetch slowdown':<16} {'calm: flagged':>14} {'busy: flagged':>14}   target")
     for slowdown in SLOWDOWNS:
@@ -148,8 +134,3 @@ def test_gate_detection_and_false_alarm_rates(tmp_path):
             f"  {'met ' if met else 'MISSED'} {slowdown:g}x {load}: {sum(codes)}/{len(codes)} "
             f"flagged, target {how} {target}/20"
         )
-
-
-@contextmanager
-def _nothing():
-    yield

@@ -26,8 +26,9 @@ from typing import Literal
 import psutil
 
 from pytest_logbench import pagecache
-from pytest_logbench.brokers import LocalOnly, MetricsWindow
+from pytest_logbench.brokers import LocalOnly
 from pytest_logbench.contract import Broker, CountingBroker
+from pytest_logbench.counters import MetricsWindow
 from pytest_logbench.results import METRICS, Result, paired_ratios
 from pytest_logbench.stats import (
     DEFAULT_CONFIDENCE,

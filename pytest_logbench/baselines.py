@@ -15,6 +15,9 @@ Design, after looking at pytest-benchmark and pytest-codspeed:
   confidence spread over the looks of a measurement that grew) is beyond the threshold and
   the best rounds agree, and not when the run kept pace with its control (the machine's own
   ceiling measured in the same rounds: a busy machine slows both).
+* A run measured beside the broker of a reference revision (``--logbench-compare-ref``) needs
+  no saved figures for throughput and CPU: each round compares the two brokers under the same
+  load, so the signed-rank bounds of the per-round ratios decide (``paired_change``).
 * From pytest-codspeed, the idea that counting beats timing where it applies: ``syscalls``
   (perf-counted syscalls per GB) can be compared like the timed metrics and does not move
   with the neighbours' load.
@@ -37,7 +40,13 @@ from typing import Any
 
 from pytest_logbench.measure import Verdict
 from pytest_logbench.results import METRICS, Result
-from pytest_logbench.stats import InsufficientRounds, RatioBounds, per_look, ratio_bounds
+from pytest_logbench.stats import (
+    InsufficientRounds,
+    RatioBounds,
+    paired_ratio_bounds,
+    per_look,
+    ratio_bounds,
+)
 
 # The gate's confidence is stricter than the assertions' 95 %: the rounds of one session share
 # that session's machine state, so a baseline comparison has a variance the rounds do not show.
@@ -186,7 +195,8 @@ class Change:
     per look when the measurement may be extended (``Result.looks``), ``best`` of the best
     rounds (max, or min for costs). ``basis`` is the metric the ratio was taken on:
     ``relative`` (throughput as a fraction of the same round's control) where both runs
-    measured a control, else the thresholded metric itself."""
+    measured a control, else the thresholded metric itself. ``reference`` is the commit whose
+    broker the run was measured beside (``paired_change``): the ratios are then the change."""
 
     key: str
     metric: str
@@ -199,6 +209,7 @@ class Change:
     basis: str = ""
     strict: RatioBounds | None = None
     control: Change | None = None
+    reference: str | None = None
 
     @property
     def regressed(self) -> bool:
@@ -206,8 +217,13 @@ class Change:
         the best round too, unless (where a control was measured) the run kept pace with the
         machine's ceiling. Contention only ever slows rounds down, so the best round is the
         least contaminated view of the code; and a machine slower because it is busy slows the
-        control too, while a broker that regressed does not."""
-        if self.strict is None or self.threshold is None or self.best is None:
+        control too, while a broker that regressed does not. Beside a reference revision the
+        per-round ratios alone decide: load hits both brokers of a round alike."""
+        if self.strict is None or self.threshold is None:
+            return False
+        if self.reference is not None:
+            return self._beyond(self.strict, self.threshold.fraction)
+        if self.best is None:
             return False
         if self.control is not None and self.control.excuses(self.threshold):
             return False
@@ -241,9 +257,11 @@ class Change:
         ``undecided``."""
         if self.regressed:
             return "regressed"
-        if self.threshold is None or self.baseline is None:
+        if self.threshold is None:
             return "ok"
-        if not self.baseline.values(self.basis):
+        if self.reference is None and (
+            self.baseline is None or not self.baseline.values(self.basis)
+        ):
             return "ok"
         if self._within() or (self.control is not None and self.control._within()):
             return "ok"
@@ -258,14 +276,16 @@ class Change:
         return self.bounds.upper <= 1 + limit
 
     def describe(self, *, verdict: bool = True) -> str:
-        if self.bounds is None or self.best is None:
+        if self.bounds is None or (self.best is None and self.reference is None):
             return self.note
         b = self.bounds
         text = (
-            f"{b.estimate - 1:+.0%} ({b.confidence:.0%}: {b.lower - 1:+.0%} to "
-            f"{b.upper - 1:+.0%}; best round {self.best - 1:+.0%})"
+            f"{b.estimate - 1:+.0%} ({b.confidence:.0%}: {b.lower - 1:+.0%} to {b.upper - 1:+.0%}"
         )
-        if self.basis != self.metric:
+        text += ")" if self.best is None else f"; best round {self.best - 1:+.0%})"
+        if self.reference is not None:
+            text += f" vs the broker of {self.reference[:12]} in the same rounds"
+        elif self.basis != self.metric:
             text += f" of {self.basis}"
         if self.control is not None:
             text += f"; vs control {self.control.describe(verdict=False)}"
@@ -286,6 +306,7 @@ class Change:
             "note": self.note,
             "rounds": len(self.current.rounds),
             "baseline_rounds": len(self.baseline.rounds) if self.baseline else 0,
+            "reference": self.reference,
         }
         if self.bounds is not None:
             data.update(
@@ -309,13 +330,19 @@ def compare(
     confidence: float = GATE_CONFIDENCE,
 ) -> list[Change]:
     """Changes of every result for throughput and every thresholded metric. Where both runs
-    measured a control, throughput's change carries the change relative to it (``control``)."""
+    measured a control, throughput's change carries the change relative to it (``control``);
+    a run measured beside a reference revision is judged on its own rounds for the metrics
+    that have a per-round ratio (``paired_change``)."""
     limits = {t.metric: t for t in thresholds}
     metrics = ["throughput", *(m for m in limits if m != "throughput")]
     changes = []
     for result in results:
         old = baseline.get(result.key)
         for metric in metrics:
+            paired = paired_change(result, metric, limits.get(metric), confidence)
+            if paired is not None:
+                changes.append(paired)
+                continue
             change = _change(result, old, metric, metric, limits.get(metric), confidence)
             if change is None:
                 continue
@@ -329,6 +356,52 @@ def compare(
                 change = replace(change, control=control)
             changes.append(change)
     return changes
+
+
+# The metrics a run beside a reference revision can judge round by round, and their ratios.
+PAIRED = {"throughput": "relative", "cpu": "relative_cpu"}
+
+
+def paired_change(
+    result: Result, metric: str, threshold: Threshold | None, confidence: float = GATE_CONFIDENCE
+) -> Change | None:
+    """``metric``'s change in a run measured beside the broker of a reference revision: the
+    typical per-round ratio (this broker / the revision's) with signed-rank bounds. None
+    when the run had no such control or ``metric`` has no per-round ratio."""
+    control = result.workload.get("control") or {}
+    basis = PAIRED.get(metric)
+    if control.get("kind") != "reference" or basis is None or not result.values(basis):
+        return None
+    values = result.values(basis)
+    commit = control["commit"]
+    try:
+        bounds = paired_ratio_bounds(values, confidence)
+    except InsufficientRounds as exc:
+        return Change(
+            result.key,
+            metric,
+            result,
+            None,
+            None,
+            threshold,
+            note=f"undecided: {exc}",
+            basis=basis,
+            reference=commit,
+        )
+    strict = None
+    with contextlib.suppress(InsufficientRounds):
+        strict = paired_ratio_bounds(values, per_look(confidence, result.looks))
+    return Change(
+        result.key,
+        metric,
+        result,
+        None,
+        bounds,
+        threshold,
+        basis=basis,
+        strict=strict,
+        reference=commit,
+    )
 
 
 def _change(

@@ -23,7 +23,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import TYPE_CHECKING, Any
 
-from pytest_logbench.contract import CountingBroker
+from pytest_logbench.counters import metric_sum
 from reference_broker.config import READY_PREFIX, SETTINGS
 
 if TYPE_CHECKING:
@@ -142,52 +142,6 @@ class BrokerOptions:
         return [*args, *self.extra_args]
 
 
-def metric_sum(
-    snapshot: dict[str, list[dict[str, Any]]], name: str, labels: dict[str, str]
-) -> float:
-    """Sum of the samples of ``name`` in a metrics snapshot whose labels include ``labels``."""
-    return sum(
-        sample.get("value", 0.0)
-        for sample in snapshot.get(name, [])
-        if all(sample["labels"].get(k) == v for k, v in labels.items())
-    )
-
-
-class MetricsWindow:
-    """Deltas of a broker's counters over a ``with`` block (``broker.metrics()`` snapshots).
-
-    On exit it waits briefly until every byte a fetch counted was also counted as sent: the
-    broker counts a slice as sent after the send completes (and after an injected slowdown's
-    sleep), which can be just after the client already has the bytes.
-    """
-
-    SETTLE_SECONDS = 2.0
-
-    def __init__(self, broker: CountingBroker) -> None:
-        self.broker = broker
-        self.before: dict[str, list[dict[str, Any]]] = {}
-        self.after: dict[str, list[dict[str, Any]]] = {}
-
-    def __enter__(self) -> MetricsWindow:
-        self.before = self.broker.metrics()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if exc_type is not None:  # the window failed: its counters are not worth waiting for
-            return
-        deadline = time.monotonic() + self.SETTLE_SECONDS
-        while True:
-            self.after = self.broker.metrics()
-            fetched = self.delta("logbench_fetch_bytes_total")
-            if self.delta("logbench_bytes_sent_total") >= fetched or time.monotonic() > deadline:
-                return
-            time.sleep(0.02)
-
-    def delta(self, name: str, **labels: str) -> float:
-        """Change of counter ``name`` summed over the samples whose labels include ``labels``."""
-        return metric_sum(self.after, name, labels) - metric_sum(self.before, name, labels)
-
-
 class _Address:
     """``host`` and ``port`` of a broker with a ``bootstrap`` address."""
 
@@ -233,7 +187,14 @@ class LocalBroker(_Address):
     def start(self) -> LocalBroker:
         raise NotImplementedError
 
-    def _spawn(self, command: list[str], *, stdout: int, env: dict | None = None) -> Popen[bytes]:
+    def _spawn(
+        self,
+        command: list[str],
+        *,
+        stdout: int,
+        env: dict | None = None,
+        cwd: Path | None = None,
+    ) -> Popen[bytes]:
         """Launch ``command`` with stderr appended to ``stderr_path``, dying with pytest."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"broker pid {self.process.pid} is already running")
@@ -246,6 +207,7 @@ class LocalBroker(_Address):
                 stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_parent,
                 env=env,
+                cwd=cwd,
             )
         return self.process
 
@@ -388,7 +350,14 @@ class _Counters:
 
 @dataclass
 class ReferenceBroker(_Counters, LocalBroker):
-    """A reference broker process (``python -m reference_broker``); started by ``start()``."""
+    """A reference broker process (``python -m reference_broker``); started by ``start()``.
+
+    ``code`` runs the broker's code from another directory (one holding a ``reference_broker``
+    package, e.g. an earlier revision's: ``pytest_logbench.revisions``) instead of the
+    installed one; ``revision`` names the commit it came from."""
+
+    code: Path | None = None
+    revision: str | None = None
 
     def start(self) -> ReferenceBroker:
         """Launch the process and wait for its READY line (or fail with its stderr tail)."""
@@ -409,7 +378,12 @@ class ReferenceBroker(_Counters, LocalBroker):
         if self.options.tls:
             cert, key, _ = self._tls()
             command += ["--tls-cert", str(cert), "--tls-key", str(key)]
-        process = self._spawn(command, stdout=subprocess.PIPE, env=broker_python_env())
+        env = broker_python_env()
+        if self.code is not None:  # `-m` puts the working directory first on the import path
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(self.code), env.get("PYTHONPATH")])
+            )
+        process = self._spawn(command, stdout=subprocess.PIPE, env=env, cwd=self.code)
         self.ready = self._await_ready(process)
         self._port = int(self.ready["bootstrap"].rsplit(":", 1)[1])
         self._started()

@@ -20,11 +20,14 @@ import socket
 import textwrap
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_logbench.brokers import BrokerOptions
+from pytest_logbench.brokers import BrokerOptions, ExternalBroker
+from pytest_logbench.options import setting
+from pytest_logbench.topics import topics_of
 from reference_broker.config import SETTINGS
 from reference_broker.log import LogConfig
 
@@ -192,3 +195,34 @@ def external_view(options: BrokerOptions, bootstrap: str) -> dict[str, Any]:
             stacklevel=4,  # the test's call of broker_factory
         )
     return {"topic_configs": configs, "partitions": options.num_partitions}
+
+
+def external_broker(
+    request: pytest.FixtureRequest, bootstrap: str, options: BrokerOptions
+) -> ExternalBroker:
+    """The external cluster as this test's broker, with its topic-level settings."""
+    config = request.config
+    log_dir, metrics_url = setting(config, "log_dir"), setting(config, "metrics_url")
+    shape = external_view(options, bootstrap)
+    broker = ExternalBroker(bootstrap, Path(log_dir) if log_dir else None, metrics_url, **shape)
+    if broker.shapes_topics:
+        topics = topics_of(request)
+        shape = (broker.topic_configs, broker.partitions)
+        if shaped := [(b.topic_configs, b.partitions) for b in topics.brokers]:
+            if shape != shaped[0]:  # one cluster: its topics are created once
+                raise ValueError(
+                    f"this test's topics are already created with configs {shaped[0][0]} "
+                    f"and {shaped[0][1]} partitions on the external cluster; a second "
+                    f"broker_factory call asks for {shape[0]} and {shape[1]}"
+                )
+            return broker
+        if not topics.names:
+            warnings.warn(
+                f"{request.node.nodeid}: topic settings {broker.topic_configs} (partitions "
+                f"{broker.partitions}) apply on the external cluster to the topics of the "
+                "topic / topic_factory fixtures only, and this test has none yet",
+                pytest.PytestWarning,
+                stacklevel=3,
+            )
+        topics.attach(broker)
+    return broker

@@ -179,7 +179,7 @@ class _Session:
             Result(
                 name,
                 tuple(out),
-                workload.describe(),
+                {**workload.describe(), **_control_traits(control)},
                 self.warmup,
                 self.meter.nodeid,
                 self.group,
@@ -189,9 +189,10 @@ class _Session:
                 looks=self.looks,
                 more=self.extend,
             )
-            for i, (workload, name, out, seen, probe) in enumerate(
+            for i, (workload, control, name, out, seen, probe) in enumerate(
                 zip(
                     self.workloads,
+                    self.controls,
                     self.names,
                     self.recorded,
                     self.samples,
@@ -308,8 +309,10 @@ class Meter:
     ``sink`` receives every result, again each time a result is extended (the plugin records
     it for reports and calls the ``pytest_logbench_result`` hook). ``decide`` is the CI gate's
     view of a result against its baseline: while it says ``undecided``, more rounds are
-    recorded, up to ``budget``. Workloads stay open until ``close`` (the fixture's teardown),
-    so assertions can extend a measurement whose rounds do not yet decide.
+    recorded, up to ``budget``. ``reference`` gives a workload's twin on the broker of a
+    reference revision (``revisions.ReferenceTwins.twin``): where it has one, that twin is the
+    control instead of the raw peer. Workloads stay open until ``close`` (the fixture's
+    teardown), so assertions can extend a measurement whose rounds do not yet decide.
     """
 
     def __init__(
@@ -319,9 +322,11 @@ class Meter:
         sink: Callable[[Result], None] | None = None,
         decide: Callable[[Result], Verdict] | None = None,
         budget: Budget | None = None,
+        reference: Callable[[Workload], Workload | None] | None = None,
     ) -> None:
         self.nodeid, self.sink, self.decide = nodeid, sink, decide
         self.budget = budget or Budget()
+        self.reference = reference
         self._stack = ExitStack()
 
     def close(self) -> None:
@@ -343,7 +348,8 @@ class Meter:
 
         ``control`` (default: where the workload offers one) also measures, in every round,
         the machine's own ceiling for the workload (``workload.control()``, a raw peer moving
-        the same bytes), so the gate can judge the broker relative to the machine's state.
+        the same bytes), or under ``--logbench-compare-ref`` the same workload on the reference
+        revision's broker, so the gate can judge the broker relative to the machine's state.
         ``residency=True`` samples the page cache of the broker's segments around each round
         (outside the timed section) for the residency plot. ``syscalls``: None counts the
         broker's syscalls per round where perf may (~0.3 s per round, outside the timed
@@ -406,7 +412,7 @@ class Meter:
         for workload in workloads:
             self._stack.callback(workload.close)
             workload.setup()
-            controls.append(_control(workload, control))
+            controls.append(_control(workload, control, self.reference))
         for extra in controls:
             if extra is not None:
                 self._stack.callback(extra.close)
@@ -429,10 +435,19 @@ class Meter:
         return results
 
 
-def _control(workload: Workload, wanted: bool | None) -> Workload | None:
-    """The workload's control (its raw-peer twin) when wanted and available."""
+def _control(
+    workload: Workload,
+    wanted: bool | None,
+    reference: Callable[[Workload], Workload | None] | None,
+) -> Workload | None:
+    """The workload's control when wanted and available: its twin on the reference
+    revision's broker where there is one, else its raw-peer twin."""
+    if wanted is False:
+        return None
+    if reference is not None and (twin := reference(workload)) is not None:
+        return twin
     make = getattr(workload, "control", None)
-    if wanted is False or make is None:
+    if make is None:
         return None
     made = make()
     if made is None and wanted:
@@ -441,6 +456,17 @@ def _control(workload: Workload, wanted: bool | None) -> Workload | None:
             "(it needs a broker whose log dir is local)"
         )
     return made
+
+
+def _control_traits(control: Workload | None) -> dict[str, Any]:
+    """What a result's control was: the gate judges a run beside a reference revision on its
+    own rounds, and one beside the raw peer against a baseline measured the same way."""
+    if control is None:
+        return {}
+    revision = getattr(control.broker, "revision", None)
+    if revision is not None:
+        return {"control": {"kind": "reference", "commit": revision}}
+    return {"control": {"kind": "raw peer"}}
 
 
 def _sample(

@@ -85,6 +85,24 @@ def add_options(parser: pytest.Parser) -> None:
         "confidence (metrics: throughput, records, cpu, syscalls, latency_p99, ...); repeatable",
     )
     group.addoption(
+        "--logbench-compare-ref",
+        metavar="REV",
+        default=None,
+        help="measure each workload beside the reference broker of git revision REV (of the "
+        "checkout logbench runs from), started with the test's options, in the same rounds; "
+        "--logbench-compare-fail then judges throughput and cpu by the per-round ratios, "
+        "which load on the machine cannot fool",
+    )
+    group.addoption(
+        "--logbench-fetch-slowdown",
+        metavar="FACTOR",
+        type=float,
+        default=None,
+        help="make the reference brokers under test serve every fetch FACTOR times as slowly "
+        "(never the reference revision's brokers or the raw peers): a regression to try the "
+        "gate with, e.g. on your CI runner",
+    )
+    group.addoption(
         "--logbench-storage",
         metavar="DIR",
         default=None,

@@ -13,7 +13,6 @@ Fixtures:
 from __future__ import annotations
 
 import shutil
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,6 @@ from pytest_logbench import external, hookspecs
 from pytest_logbench.baselines import Baselines, parse_threshold
 from pytest_logbench.brokers import (
     BrokerOptions,
-    ExternalBroker,
     LocalOnly,
     ReferenceBroker,
     ReferenceOnly,
@@ -36,15 +34,16 @@ from pytest_logbench.options import BROKER_KINDS, MARKERS, add_options, setting
 from pytest_logbench.plots import plots_unavailable
 from pytest_logbench.report import SessionReport
 from pytest_logbench.results import Result
-from pytest_logbench.topics import TopicNames
+from pytest_logbench.topics import TopicNames, topics_of
 from pytest_logbench.workloads import client_options
 
 if TYPE_CHECKING:
     from pytest_logbench.disk import DiskThrottle
     from pytest_logbench.memory import MemoryBudget
+    from pytest_logbench.revisions import BrokerCode, ReferenceTwins
 
 REPORT_KEY = pytest.StashKey[SessionReport]()
-TOPICS_KEY = pytest.StashKey[TopicNames]()
+CODE_KEY = pytest.StashKey["BrokerCode | None"]()
 BUDGET_KEY = pytest.StashKey[Budget]()
 WORKER_RESULTS = "logbench_results"
 
@@ -72,8 +71,15 @@ def pytest_configure(config: pytest.Config) -> None:
     log_dir = setting(config, "log_dir")
     if log_dir is not None and not Path(log_dir).is_dir():
         raise pytest.UsageError(f"--logbench-log-dir {log_dir!r} is not a directory")
+    slowdown = config.option.logbench_fetch_slowdown
+    if slowdown is not None and (slowdown < 1 or setting(config, "broker") == "kafka" or bootstrap):
+        raise pytest.UsageError(
+            f"--logbench-fetch-slowdown={slowdown:g} needs a factor >= 1 and the reference "
+            "broker (Kafka and external clusters have no injected slowdown)"
+        )
     if bootstrap is not None and not (config.option.help or config.option.markers):
         external.check_reachable(bootstrap)
+    config.stash[CODE_KEY] = _reference_code(config)
     config.stash[REPORT_KEY] = _session_report(config)
     _register_hypothesis_profiles()
     config.stash[BUDGET_KEY] = _budget(config)
@@ -112,6 +118,25 @@ def _budget(config: pytest.Config) -> Budget:
     return budget
 
 
+def _reference_code(config: pytest.Config) -> BrokerCode | None:
+    """The code of ``--logbench-compare-ref``'s revision, checked before anything runs."""
+    revision = config.option.logbench_compare_ref
+    if revision is None:
+        return None
+    if setting(config, "bootstrap") or setting(config, "broker") not in (None, "reference"):
+        raise pytest.UsageError(
+            "--logbench-compare-ref runs the reference broker of a revision beside the "
+            "reference broker under test; it cannot pair with --logbench-bootstrap or "
+            "--logbench-broker=kafka"
+        )
+    from pytest_logbench.revisions import RevisionError, broker_code
+
+    try:
+        return broker_code(revision)
+    except RevisionError as exc:
+        raise pytest.UsageError(f"--logbench-compare-ref: {exc}") from None
+
+
 def _session_report(config: pytest.Config) -> SessionReport:
     """Validate the reporting options up front: a CI job should fail at start, not after an
     hour of measuring, when its baseline is missing or a threshold is mistyped."""
@@ -122,8 +147,10 @@ def _session_report(config: pytest.Config) -> SessionReport:
         thresholds = tuple(parse_threshold(t) for t in option.logbench_compare_fail)
     except ValueError as exc:
         raise pytest.UsageError(f"--logbench-compare-fail: {exc}") from None
-    if thresholds and option.logbench_compare is None:
-        raise pytest.UsageError("--logbench-compare-fail needs --logbench-compare[=NAME]")
+    if thresholds and option.logbench_compare is None and option.logbench_compare_ref is None:
+        raise pytest.UsageError(
+            "--logbench-compare-fail needs --logbench-compare[=NAME] or --logbench-compare-ref=REV"
+        )
     compare_with, notes = None, []
     if option.logbench_compare is not None:
         name = option.logbench_compare or None
@@ -147,6 +174,7 @@ def _session_report(config: pytest.Config) -> SessionReport:
         json_path=Path(option.logbench_json) if option.logbench_json else None,
         save=option.logbench_save,
         compare_with=compare_with,
+        reference=code.commit if (code := config.stash[CODE_KEY]) is not None else None,
         thresholds=thresholds,
         plot_dir=Path(option.logbench_plot) if option.logbench_plot else None,
         notes=notes,
@@ -184,23 +212,27 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
     cannot honour skip it too. The launch hook is called through the test's own conftests.
     """
     config = request.config
-    external = setting(config, "bootstrap")
+    bootstrap = setting(config, "bootstrap")
     hook = request.node.ihook  # only the conftests of the test's own directories
     # Under pytest's basetemp: if pytest itself is killed, its retention policy removes what
     # the teardown below could not.
     work_root = request.getfixturevalue("tmp_path_factory").mktemp("logbench")
     started: list[Any] = []
     budgets: list[Any] = []
+    twins = _twins(request)
 
     def start(**changes: Any) -> Any:
         changes.setdefault("kind", setting(config, "broker") or "reference")
         options = BrokerOptions().with_(**changes)
-        if external is not None:
-            return _external_broker(request, external, options)
+        if bootstrap is not None:
+            return external.external_broker(request, bootstrap, options)
         log_dir = work_root / f"broker{len(started)}"
+        launched = options
+        if (slowdown := config.option.logbench_fetch_slowdown) and options.kind == "reference":
+            launched = options.with_(fetch_slowdown=slowdown)
         try:
             broker = hook.pytest_logbench_launch_broker(
-                log_dir=log_dir, options=options, work_dir=work_root
+                log_dir=log_dir, options=launched, work_dir=work_root
             )
         except ReferenceOnly as exc:  # e.g. copy=True on Kafka
             pytest.skip(str(exc))
@@ -209,6 +241,8 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
         if options.disk is not None:
             budgets.append(_attach_disk_throttle(broker, options.disk))
         broker.after_start.append(lambda b: hook.pytest_logbench_broker_ready(broker=b))
+        if twins is not None:
+            twins.launched(broker, options)
         started.append(broker)
         return broker.start()
 
@@ -235,49 +269,11 @@ def broker_factory(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
             raise RuntimeError("stopping brokers failed: " + "; ".join(errors))
 
 
-def _external_broker(
-    request: pytest.FixtureRequest, bootstrap: str, options: BrokerOptions
-) -> ExternalBroker:
-    """The external cluster as this test's broker, with its topic-level settings."""
-    config = request.config
-    log_dir, metrics_url = setting(config, "log_dir"), setting(config, "metrics_url")
-    shape = external.external_view(options, bootstrap)
-    broker = ExternalBroker(bootstrap, Path(log_dir) if log_dir else None, metrics_url, **shape)
-    if broker.shapes_topics:
-        topics = _topics_of(request)
-        shape = (broker.topic_configs, broker.partitions)
-        if shaped := [(b.topic_configs, b.partitions) for b in topics.brokers]:
-            if shape != shaped[0]:  # one cluster: its topics are created once
-                raise ValueError(
-                    f"this test's topics are already created with configs {shaped[0][0]} "
-                    f"and {shaped[0][1]} partitions on the external cluster; a second "
-                    f"broker_factory call asks for {shape[0]} and {shape[1]}"
-                )
-            return broker
-        if not topics.names:
-            warnings.warn(
-                f"{request.node.nodeid}: topic settings {broker.topic_configs} (partitions "
-                f"{broker.partitions}) apply on the external cluster to the topics of the "
-                "topic / topic_factory fixtures only, and this test has none yet",
-                pytest.PytestWarning,
-                stacklevel=3,
-            )
-        topics.attach(broker)
-    return broker
-
-
-def _topics_of(request: pytest.FixtureRequest) -> TopicNames:
-    node = request.node
-    if TOPICS_KEY not in node.stash:
-        node.stash[TOPICS_KEY] = TopicNames(getattr(node, "originalname", node.name))
-    return node.stash[TOPICS_KEY]
-
-
 @pytest.fixture
 def topic_factory(request: pytest.FixtureRequest) -> TopicNames:
     """New topic names for this test: ``topic_factory()``, ``topic_factory("orders")``.
     Unique per test and run, so tests sharing a cluster never read each other's records."""
-    return _topics_of(request)
+    return topics_of(request)
 
 
 @pytest.fixture
@@ -312,6 +308,28 @@ def _attach_disk_throttle(broker: LocalBroker, disk: Any) -> DiskThrottle:
     broker.disk_throttle = throttle
     broker.after_start.append(lambda b: throttle.add(b.pid))
     return throttle
+
+
+@pytest.fixture(scope="session")
+def _logbench_reference_twins(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ReferenceTwins]:
+    """The brokers of ``--logbench-compare-ref``'s revision, shared by the session's tests."""
+    from pytest_logbench.revisions import ReferenceTwins
+
+    code = request.config.stash[CODE_KEY]
+    assert code is not None
+    twins = ReferenceTwins(code, tmp_path_factory.mktemp("logbench-revision"))
+    try:
+        yield twins
+    finally:
+        twins.close()
+
+
+def _twins(request: pytest.FixtureRequest) -> ReferenceTwins | None:
+    if request.config.stash.get(CODE_KEY, None) is None:
+        return None
+    return request.getfixturevalue("_logbench_reference_twins")
 
 
 @pytest.fixture
@@ -372,11 +390,13 @@ def measure(request: pytest.FixtureRequest) -> Iterator[Meter]:
         report.add(result)
         config.hook.pytest_logbench_result(result=result, nodeid=nodeid)
 
+    twins = _twins(request)
     meter = Meter(
         nodeid=nodeid,
         sink=sink,
         budget=config.stash[BUDGET_KEY],
         decide=report.decider(config.stash[BUDGET_KEY].max_rounds),
+        reference=twins.twin if twins is not None else None,
     )
     try:
         yield meter
@@ -402,7 +422,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         and report.passed
         and session_report is not None
         and session_report.thresholds
-        and session_report.baseline
+        and session_report.gating
     ):
         regressions = session_report.regressions_of(item.nodeid)
         if regressions:

@@ -57,6 +57,7 @@ class SessionReport:
     json_path: Path | None = None
     save: str | None = None
     compare_with: Path | None = None
+    reference: str | None = None  # the commit whose broker runs beside (--logbench-compare-ref)
     thresholds: tuple[Threshold, ...] = ()
     plot_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
@@ -102,7 +103,7 @@ class SessionReport:
         rounds while its verdict is undecided; a run that saves a baseline records
         ``SAVED_ROUNDS`` rounds (within the budget), since every later gate is only as sharp as
         the baseline it compares with. None when neither applies."""
-        gate = self.decide if self.thresholds and self.baseline else None
+        gate = self.decide if self.thresholds and self.gating else None
         least = min(SAVED_ROUNDS, max_rounds) if self.save else 0
         if gate is None and not least:
             return None
@@ -113,6 +114,11 @@ class SessionReport:
             return gate(result) if gate is not None else "ok"
 
         return decide
+
+    @property
+    def gating(self) -> bool:
+        """Whether there is anything to judge results against: a baseline or a revision."""
+        return bool(self.baseline) or self.reference is not None
 
     def regressions_of(self, nodeid: str) -> list[Change]:
         """The regressions of the results a test measured (its item fails with them)."""
@@ -126,7 +132,7 @@ class SessionReport:
     def finish(self) -> None:
         """Compare, then write (the baseline was read before any save overwrote it)."""
         baseline = self.baseline
-        if self.compare_with is not None:
+        if self.compare_with is not None or self.reference is not None:
             self.changes = compare(self.results, baseline, self.thresholds)
         if not self.results:
             return
@@ -173,6 +179,8 @@ class SessionReport:
         out = list(self.notes)
         if self.compare_with is not None:
             out.append(f"baseline: {self.compare_with}")
+        if self.reference is not None:
+            out.append(f"beside the reference broker of {self.reference[:12]}, in the same rounds")
         for row in rows:
             out.append(
                 "  ".join(
@@ -185,10 +193,10 @@ class SessionReport:
                 ).rstrip()
             )
         for change in self.regressions:
-            out.append(
-                f"REGRESSION {change.key}: {change.metric} {change.describe()}; "
-                f"baseline median {METRICS[change.metric].format(_median(change))}"
-            )
+            line = f"REGRESSION {change.key}: {change.metric} {change.describe()}"
+            if change.baseline is not None:
+                line += f"; baseline median {METRICS[change.metric].format(_median(change))}"
+            out.append(line)
         out += [f"wrote {path}" for path in self.written]
         return out
 

@@ -12,6 +12,8 @@ import re
 import uuid
 from typing import Any
 
+import pytest
+
 TOKEN_LENGTH = 8
 # Kafka's topic names: [A-Za-z0-9._-], at most 249 characters.
 _NOT_TOPIC = re.compile(r"[^A-Za-z0-9._-]+")
@@ -50,3 +52,14 @@ class TopicNames:
         for name in self.names:
             broker.create_topic(name)
         self.brokers.append(broker)
+
+
+TOPICS_KEY = pytest.StashKey[TopicNames]()
+
+
+def topics_of(request: pytest.FixtureRequest) -> TopicNames:
+    """This test's ``TopicNames`` (the ``topic_factory`` fixture's), made on first use."""
+    node = request.node
+    if TOPICS_KEY not in node.stash:
+        node.stash[TOPICS_KEY] = TopicNames(getattr(node, "originalname", node.name))
+    return node.stash[TOPICS_KEY]

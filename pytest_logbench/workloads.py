@@ -98,6 +98,16 @@ class ProduceWorkload:
     def prepare(self) -> None:
         """Nothing: appends go to the page cache whatever its state."""
 
+    def against(self, broker: Broker) -> ProduceWorkload:
+        """The same workload on another broker (a reference revision's, for the gate)."""
+        return ProduceWorkload(
+            broker,
+            self.size,
+            record_bytes=self.record_bytes,
+            batch_bytes=self.batch_bytes,
+            acks=self.acks,
+        )
+
     def control(self) -> Workload | None:
         """The machine's append ceiling: the same bytes received and written to a file on the
         log's filesystem by the raw peer. None for brokers without a local log dir."""
@@ -253,8 +263,12 @@ class FetchWorkload:
 
     def run_part(self, part: int, parts: int) -> Transfer:
         """One of ``parts`` consecutive stretches of a round (a round beside its control is
-        run in alternating parts); each part continues exactly where the previous one ended."""
-        assert self._consumer is not None, "parts need a single consumer"
+        run in alternating parts); each part continues exactly where the previous one ended.
+        A fleet's members cannot split a round exactly: it runs whole in the first part."""
+        if self._consumer is None:
+            from pytest_logbench.client import Transfer
+
+            return self.run() if part == 0 else Transfer(0, 0, 0, 0, 0.0)
         start = 0 if part == 0 else self._part_position
         until = self._end if part == parts - 1 else self._end * (part + 1) // parts
         done = self._consumer.consume(
@@ -262,6 +276,17 @@ class FetchWorkload:
         )
         self._part_position = done.next_offset
         return done
+
+    def against(self, broker: Broker) -> FetchWorkload:
+        """The same workload on another broker (a reference revision's, for the gate)."""
+        return FetchWorkload(
+            broker,
+            self.size,
+            cache=self.cache,
+            consumers=self.consumers,
+            max_bytes=self.max_bytes,
+            receive=self.receive,
+        )
 
     def control(self) -> Workload | None:
         """The machine's fetch ceiling for this workload: the same number of bytes served by

@@ -24,8 +24,9 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pytest_logbench.brokers import MetricsWindow, ReferenceOnly
+from pytest_logbench.brokers import ReferenceOnly
 from pytest_logbench.contract import Broker
+from pytest_logbench.counters import MetricsWindow
 from pytest_logbench.syscalls import (
     Evidence,
     StraceTrace,

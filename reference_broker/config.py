@@ -124,9 +124,9 @@ class BrokerConfig:
     )
     fetch_slowdown: float = setting(
         1.0,
-        "hold the connection after each fetch response for (factor - 1) times as long "
-        "as sending it took: a deliberate regression, for testing that comparisons catch one "
-        "(1: off)",
+        "make every fetch response with records take factor times as long, by waiting "
+        "(factor - 1) times as long as the last response took to send: a deliberate "
+        "regression, for testing that comparisons catch one (1: off)",
         local_only=True,
     )
 

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from reference_broker.admission import ConnectionQuotas, RequestMemory, default_max_connections
 from reference_broker.config import BrokerConfig
+from reference_broker.connection import Connection, Idle
 from reference_broker.errors import ErrorCode
-from reference_broker.groups import GroupCoordinator, consumer_lag, open_offset_store
+from reference_broker.groups import open_offset_store
 from reference_broker.handlers import (
     ADVERTISED,
     HANDLERS,
@@ -45,13 +47,13 @@ from reference_broker.protocol import (
 from reference_broker.transmit import make_transmitter
 from reference_broker.warm import FetchWarmer
 
+if TYPE_CHECKING:
+    from reference_broker.groups import GroupCoordinator
+
 log = logging.getLogger("reference_broker")
 
-T = TypeVar("T")
-
-
-class _Idle(Exception):
-    """No bytes from the client for connections.max.idle.ms."""
+FRAME_PIECE_BYTES = 1 << 20
+"""A frame's buffer is made this large at once (or the frame's size, if smaller)."""
 
 
 class AppendNotifier:
@@ -92,12 +94,6 @@ class Broker:
         self.metrics = Metrics()
         self.store = LogStore(config.log_dir, config.log)
         self.offsets = open_offset_store(self.store, config.offsets_topic_num_partitions)
-        self.coordinator = GroupCoordinator(
-            self.offsets,
-            min_session_timeout_ms=config.group_min_session_timeout_ms,
-            max_session_timeout_ms=config.group_max_session_timeout_ms,
-            initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
-        )
         self.appends = AppendNotifier()
         self.transmitter = make_transmitter(
             config.transmit_mode, self.metrics, config.fetch_slowdown
@@ -117,17 +113,30 @@ class Broker:
         self.metrics.gauge_source(self._log_gauges)
         self.metrics.gauge_source(self._broker_gauges)
 
+    @functools.cached_property
+    def coordinator(self) -> GroupCoordinator:
+        """The group coordinator, made at the first group request (or metrics scrape): its
+        modules cost about 7 ms of every start that serves no group."""
+        from reference_broker.groups import GroupCoordinator
+
+        coordinator = GroupCoordinator(
+            self.offsets,
+            min_session_timeout_ms=self.config.group_min_session_timeout_ms,
+            max_session_timeout_ms=self.config.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms=self.config.group_initial_rebalance_delay_ms,
+        )
+        self._tasks.append(asyncio.create_task(coordinator.run(), name="group-coordinator"))
+        return coordinator
+
     # --- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Bind the listeners and start the background duties."""
-        tls = self._tls_context()
-        server = await asyncio.start_server(
-            self._serve_connection,
+        server = await asyncio.get_running_loop().create_server(
+            lambda: Connection(self._serve_connection, self.config.connections_max_idle_ms / 1000),
             self.config.host,
             self.config.port,
-            ssl=tls,
-            limit=2**16,
+            ssl=self._tls_context(),
         )
         self._servers.append(server)
         self.host, self.port = server.sockets[0].getsockname()[:2]
@@ -138,7 +147,6 @@ class Broker:
             self._servers.append(metrics_server)
             self.metrics_port = metrics_server.sockets[0].getsockname()[1]
         self._tasks += [
-            asyncio.create_task(self.coordinator.run(), name="group-coordinator"),
             asyncio.create_task(self._periodic_duties(), name="log-duties"),
         ]
 
@@ -153,7 +161,8 @@ class Broker:
         """Stop serving, release waiting clients, and close the log cleanly."""
         for server in self._servers:
             server.close()
-        self.coordinator.close()
+        if "coordinator" in self.__dict__:  # made at the first group request
+            self.coordinator.close()
         for task in [*self._tasks, *self._connections]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._connections, return_exceptions=True)
@@ -180,27 +189,25 @@ class Broker:
 
     # --- the Kafka listener --------------------------------------------------------------
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _serve_connection(self, connection: Connection) -> None:
         task = asyncio.current_task()
         assert task is not None
-        peer = writer.get_extra_info("peername") or ("?", 0)
+        peer = connection.peer()
         client = f"{peer[0]}:{peer[1]}"
         refused_by = self.quotas.admit(peer[0])
         if refused_by is not None:
             log.warning("refusing connection from %s: %s reached", client, refused_by)
             self.metrics.add("logbench_connections_refused_total", limit=refused_by)
-            writer.transport.abort()
+            connection.transport.abort()
             return
         self._connections.add(task)
         self.metrics.add("logbench_connections", 1)
         try:
-            while await self._serve_one(reader, writer, peer[0], client):
+            while await self._serve_one(connection, peer[0], client):
                 pass
         except asyncio.CancelledError:
             pass
-        except _Idle:
+        except Idle:
             log.info(
                 "closing connection from %s: idle for connections.max.idle.ms=%d",
                 client,
@@ -213,27 +220,15 @@ class Broker:
             self.quotas.release(peer[0])
             self.metrics.add("logbench_connections", -1)
             self._connections.discard(task)
-            writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                await connection.close()
 
-    async def _from_client(self, read: Awaitable[T]) -> T:
-        """Await bytes from the client, closing the connection (``_Idle``) when none come for
-        connections.max.idle.ms, as Kafka closes idle connections."""
-        try:
-            async with asyncio.timeout(self.config.connections_max_idle_ms / 1000):
-                return await read
-        except TimeoutError:
-            raise _Idle from None
-
-    async def _serve_one(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, client: str
-    ) -> bool:
+    async def _serve_one(self, connection: Connection, host: str, client: str) -> bool:
         """Read, handle and answer one request; False when the connection must close."""
-        try:
-            prefix = await self._from_client(reader.readexactly(4))
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
+        prefix = bytearray(4)
+        received = await connection.receive_into(memoryview(prefix))
+        if received < len(prefix):
+            if received:
                 self._refuse(client, "truncated", "connection ended inside a frame size")
             return False
         try:
@@ -247,26 +242,32 @@ class Broker:
                 f"frame of {size} bytes exceeds max_request_bytes={self.config.max_request_bytes}",
             )
         # The frame's memory is reserved before its body is read: while it does not fit, this
-        # connection's socket is not read (asyncio pauses it once its small buffer is full).
+        # connection's socket is not read (the connection reads only when asked).
         async with self.request_memory.reserve(size):
-            frame = await self._read_body(reader, size)
+            frame = await self._read_body(connection, size)
             if frame is None:
                 return self._refuse(
                     client, "truncated", f"connection ended inside a {size}-byte frame"
                 )
-            return await self._handle(frame, writer, host, client)
+            return await self._handle(frame, connection.writer, host, client)
 
-    async def _read_body(self, reader: asyncio.StreamReader, size: int) -> bytearray | None:
-        """The frame's ``size`` bytes (None if the client left first). The buffer grows with
-        the bytes that arrive, not with the size claimed: a client that claims 100 MB and
-        sends 10 bytes holds request memory budget, not memory."""
-        frame = bytearray()
-        while len(frame) < size:
-            piece = await self._from_client(reader.read(size - len(frame)))
-            if not piece:
+    async def _read_body(self, connection: Connection, size: int) -> bytearray | None:
+        """The frame's ``size`` bytes (None if the client left first), received straight into
+        the frame's buffer. The buffer grows with the bytes that arrive, not with the size
+        claimed: past its first ``FRAME_PIECE_BYTES`` it doubles as the bytes come, so a client
+        that claims 100 MB and sends 10 bytes holds request memory budget, not memory."""
+        frame = bytearray(min(size, FRAME_PIECE_BYTES))
+        filled = 0
+        while True:
+            with memoryview(frame) as view:
+                wanted = len(frame) - filled
+                got = await connection.receive_into(view[filled:])
+            filled += got
+            if got < wanted:
                 return None
-            frame += piece
-        return frame
+            if filled == size:
+                return frame
+            frame += bytes(min(size - filled, filled))
 
     async def _handle(
         self, frame: bytearray, writer: asyncio.StreamWriter, host: str, client: str
@@ -278,12 +279,13 @@ class Broker:
             return await self._unsupported(writer, exc.header, client)
         except ProtocolError as exc:
             return self._refuse(client, "malformed", str(exc))
-        lo, hi = ADVERTISED[ApiKey(header.api_key)]
+        api = ApiKey(header.api_key)
+        lo, hi = ADVERTISED[api]
         if not lo <= header.api_version <= hi:
             return await self._unsupported(writer, header, client)
-        name = ApiKey(header.api_key).name
+        name = api.name
         try:
-            response = await HANDLERS[ApiKey(header.api_key)](self, Request(header, body, host))
+            response = await HANDLERS[api](self, Request(header, body, host))
             chunks = (
                 None
                 if response is None
@@ -373,6 +375,8 @@ class Broker:
                 yield "logbench_log_end_offset", labels, partition.log_end_offset
                 yield "logbench_log_start_offset", labels, partition.log_start_offset
                 yield "logbench_log_size_bytes", labels, partition.size_bytes
+        from reference_broker.groups import consumer_lag
+
         for row in consumer_lag(self.coordinator, self._log_end):
             labels = (
                 ("group", row.group_id),

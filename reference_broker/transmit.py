@@ -59,34 +59,38 @@ class Transmitter:
     def __init__(self, metrics: Metrics, slowdown: float = 1.0) -> None:
         self.metrics = metrics
         self.slowdown = slowdown
+        self._seconds_per_byte: float | None = None  # the last response's sending pace
 
     async def send(self, writer: asyncio.StreamWriter, chunks: Sequence[Chunk]) -> None:
         """Send every chunk in order and wait until the socket buffer accepted them."""
-        started, slices = time.perf_counter(), 0
         if writer.transport.is_closing():
             # The client left while its fetch was parked: there is no one to answer.
             raise ConnectionResetError("client disconnected before its response was sent")
+        sliced = sum(c.length for c in chunks if not isinstance(c, bytes | bytearray | memoryview))
+        if self.slowdown > 1 and sliced:
+            await self._stretch(sliced)
+        started = time.perf_counter()
         for chunk in chunks:
             if isinstance(chunk, bytes | bytearray | memoryview):
                 writer.write(chunk)
                 self.metrics.add("logbench_response_header_bytes_total", len(chunk))
             elif chunk.length > 0:
                 await self.send_slice(writer, chunk)
-                slices += 1
                 self.metrics.add("logbench_bytes_sent_total", chunk.length, path=self.path)
                 self.metrics.add("logbench_slices_sent_total", 1, path=self.path)
         await writer.drain()
-        if self.slowdown > 1 and slices:
-            await self._stretch(writer, started)
+        if sliced:
+            self._seconds_per_byte = (time.perf_counter() - started) / sliced
 
-    async def _stretch(self, writer: asyncio.StreamWriter, started: float) -> None:
-        """A deliberate regression, for testing regression detection: hold the connection
-        after a response for ``slowdown - 1`` times as long as sending it took, so that it
-        took ``slowdown`` times as long. Requests on this connection wait meanwhile (one at a
-        time, as Kafka serves them). Uniform only while the socket buffers stay nearly empty,
-        i.e. with a receiver faster than the broker: bytes still queued when the sleep starts
-        reach the client during it."""
-        await asyncio.sleep((time.perf_counter() - started) * (self.slowdown - 1))
+    async def _stretch(self, sliced: int) -> None:
+        """A deliberate regression, for testing regression detection: before a response with
+        ``sliced`` bytes of file slices, wait ``slowdown - 1`` times as long as sending that many
+        bytes took at the pace of the last response, so each fetch takes ``slowdown`` times as
+        long (the first one sets the pace). Waiting before the response keeps its client
+        waiting whatever it does next; a wait after the response overlapped the client's next
+        steps (reading another broker, draining its socket buffer)."""
+        if self._seconds_per_byte is not None:
+            await asyncio.sleep(sliced * self._seconds_per_byte * (self.slowdown - 1))
 
 
 class ZeroCopyTransmitter(Transmitter):

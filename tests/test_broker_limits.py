@@ -20,7 +20,7 @@ import pytest
 
 from pytest_logbench.client import Connection, HarnessClient, KafkaError
 from reference_broker.errors import ErrorCode
-from reference_broker.protocol import ApiKey
+from reference_broker.protocol import ApiKey, encode_request
 from reference_broker.record_codec import build_batch
 from reference_broker.records import iter_batches
 
@@ -141,6 +141,20 @@ def test_idle_connections_are_closed(broker_factory):
     assert broker.metric("logbench_idle_connections_closed_total") == 1
     with HarnessClient(broker.bootstrap) as client:  # busy connections are served as ever
         client.create_topic("busy")
+
+
+def test_idle_time_starts_again_with_every_byte(broker_factory):
+    """A frame that takes longer than connections.max.idle.ms to arrive, but never pauses that
+    long, is served: idle means no bytes, not a slow request (the frame is received straight
+    into its buffer, so the wait for it is one wait)."""
+    broker = broker_factory(extra_args=("--connections-max-idle-ms", "1000"))
+    with Connection(broker.bootstrap) as client:
+        frame = encode_request(ApiKey.METADATA, METADATA_VERSION, 1, "trickle", {"topics": []})
+        for start in range(0, len(frame), 4):
+            client.sock.sendall(frame[start : start + 4])
+            time.sleep(0.2)
+        assert client.read_response(ApiKey.METADATA, METADATA_VERSION, 1)["brokers"]
+    assert broker.metric("logbench_idle_connections_closed_total") == 0
 
 
 @pytest.mark.parametrize("flag", ["--max-connections", "--max-connections-per-ip"])

@@ -124,6 +124,21 @@ def test_append_assigns_offsets_and_leader_epoch_outside_the_crc(logs: Logs) -> 
     assert [r.offset for r in kafka_batch] == [3, 4]
 
 
+def test_append_stamps_a_writable_buffer_in_place_and_copies_a_read_only_one(logs: Logs) -> None:
+    """The produce path copied every request's records to stamp their offsets; a request
+    frame is writable and not read after the append, so it is stamped and written as is."""
+    log = logs.open()
+    log.append(batch(2))
+    frame = bytearray(batch(3))
+    log.append(memoryview(frame), leader_epoch=6)
+    stamped = read_header(frame)
+    assert (stamped.base_offset, stamped.partition_leader_epoch) == (2, 6)
+    assert log.segments[0].path.read_bytes()[-len(frame) :] == frame
+    produced = memoryview(batch(1)).toreadonly()
+    assert log.append(produced, leader_epoch=6).base_offset == 5
+    assert read_header(produced).base_offset == 0  # the caller's bytes are left alone
+
+
 def test_invalid_batch_writes_nothing(logs: Logs) -> None:
     log = logs.open()
     log.append(batch())

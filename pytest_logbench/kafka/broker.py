@@ -30,8 +30,8 @@ from pytest_logbench.brokers import (
     BrokerStartError,
     LocalBroker,
     ReferenceOnly,
-    metric_sum,
 )
+from pytest_logbench.counters import metric_sum
 from pytest_logbench.kafka.jars import agent_jar
 from pytest_logbench.kafka.jars import classpath as kafka_classpath
 from reference_broker.config import SETTINGS

@@ -18,7 +18,7 @@ acknowledges a commit once it is in the log, not once it is on the platter).
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from reference_broker.errors import ErrorCode
 from reference_broker.groups.offset_records import (
@@ -48,22 +48,37 @@ Offsets = dict[tuple[str, int], CommittedOffset]
 
 
 def open_offset_store(store: LogStore, partitions: int) -> "OffsetStore":
-    """The offset store over ``__consumer_offsets``, created with ``partitions`` partitions
-    if absent. An existing topic keeps its partition count, as in Kafka, where changing it
-    would move groups to other partitions."""
-    if OFFSETS_TOPIC not in store.topics():
-        # Committed offsets must outlive a broker-wide retention.bytes (Kafka compacts this
-        # topic; our log only deletes whole segments, so it keeps them all by size).
-        store.create_topic(OFFSETS_TOPIC, partitions, {"retention.bytes": "-1"})
-    logs = [store.partition(OFFSETS_TOPIC, i) for i in range(store.topics()[OFFSETS_TOPIC])]
-    return OffsetStore([each for each in logs if each is not None])
+    """The offset store over ``__consumer_offsets``. An existing topic is opened and replayed
+    now and keeps its partition count, as in Kafka, where changing it would move groups to
+    other partitions. An absent one is created with ``partitions`` partitions when first
+    needed (``OffsetStore.create_topic``), as Kafka creates it at the first FindCoordinator
+    rather than at start: a broker on a new log dir starts without making 50 partitions."""
+
+    def offsets_logs() -> list[PartitionLog]:
+        if OFFSETS_TOPIC not in store.topics():
+            # Committed offsets must outlive a broker-wide retention.bytes (Kafka compacts
+            # this topic; our log only deletes whole segments, so it keeps them all by size).
+            store.create_topic(OFFSETS_TOPIC, partitions, {"retention.bytes": "-1"})
+        logs = [store.partition(OFFSETS_TOPIC, i) for i in range(store.topics()[OFFSETS_TOPIC])]
+        return [each for each in logs if each is not None]
+
+    if OFFSETS_TOPIC in store.topics():
+        return OffsetStore(offsets_logs())
+    return OffsetStore([], create_logs=offsets_logs)
 
 
 class OffsetStore:
     """Committed offsets of every group, replayed from the offsets partitions when made."""
 
-    def __init__(self, offsets_logs: Sequence[PartitionLog]) -> None:
+    def __init__(
+        self,
+        offsets_logs: Sequence[PartitionLog],
+        create_logs: Callable[[], Sequence[PartitionLog]] | None = None,
+    ) -> None:
+        """``offsets_logs`` are the topic's partitions; for a topic not created yet they are
+        empty and ``create_logs`` makes them, once, when ``create_topic`` is first called."""
         self._logs = list(offsets_logs)
+        self._create_logs = create_logs
         self._offsets: dict[str, Offsets] = {}
         self.skipped_records = 0
         self.migrated_offsets = 0
@@ -148,6 +163,14 @@ class OffsetStore:
                 len(by_group),
             )
 
+    def create_topic(self) -> None:
+        """Create the offsets topic if it does not exist yet: Kafka creates it when a client
+        looks for a group's coordinator or names the topic in a Metadata request, and the
+        first commit needs it too. Raises OSError when the log cannot create it."""
+        if self._create_logs is not None:
+            self._logs = list(self._create_logs())
+            self._create_logs = None
+
     def commit(self, group_id: str, offsets: list[tuple[str, int, int, str]]) -> ErrorCode:
         """Append ``(topic, partition, offset, metadata)`` commits as one batch, then apply
         them; on failure nothing is applied, so fetches never show what the log lacks.
@@ -176,6 +199,11 @@ class OffsetStore:
         records += [(encode_commit_key(OffsetKey(group_id, *key)), None) for key in deleted]
         if not records:
             return ErrorCode.NONE
+        try:
+            self.create_topic()
+        except OSError:
+            log.exception("creating %s for group %r failed", OFFSETS_TOPIC, group_id)
+            return ErrorCode.NOT_COORDINATOR
         partition_log = self._logs[partition_for(group_id, len(self._logs))]
         try:
             partition_log.append(build_batch(records, base_timestamp=int(time.time() * 1000)))

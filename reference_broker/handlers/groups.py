@@ -4,6 +4,7 @@ translated into ``GroupCoordinator`` calls."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from reference_broker.errors import TRANSACTIONS_REFUSED, ErrorCode
@@ -18,19 +19,18 @@ if TYPE_CHECKING:
 
 COORDINATOR_KEY_GROUP = 0
 
+log = logging.getLogger(__name__)
+
 
 async def handle_find_coordinator(broker: Broker, request: Request) -> Body:
     """This broker coordinates every group; transactional ids are refused (v4+ asks for a
-    batch of keys of one type at once, and gets one answer per key)."""
+    batch of keys of one type at once, and gets one answer per key). The first lookup
+    creates the offsets topic, as in Kafka."""
     body = request.body
     if body.get("key_type", COORDINATOR_KEY_GROUP) != COORDINATOR_KEY_GROUP:
-        answer = {
-            "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-            "error_message": TRANSACTIONS_REFUSED,
-            "node_id": -1,
-            "host": "",
-            "port": -1,
-        }
+        answer = _no_coordinator(
+            ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_REFUSED
+        )
     else:
         answer = {
             "error_code": ErrorCode.NONE,
@@ -39,8 +39,19 @@ async def handle_find_coordinator(broker: Broker, request: Request) -> Body:
             "host": broker.host,
             "port": broker.port,
         }
+        try:
+            broker.offsets.create_topic()
+        except OSError as exc:
+            log.exception("creating the offsets topic failed")
+            answer = _no_coordinator(
+                ErrorCode.COORDINATOR_NOT_AVAILABLE, f"the offsets topic cannot be created: {exc}"
+            )
     coordinators = [{"key": key, **answer} for key in body.get("coordinator_keys", [])]
     return {"throttle_time_ms": 0, **answer, "coordinators": coordinators}
+
+
+def _no_coordinator(error: ErrorCode, message: str) -> Body:
+    return {"error_code": error, "error_message": message, "node_id": -1, "host": "", "port": -1}
 
 
 async def handle_join_group(broker: Broker, request: Request) -> Body:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from reference_broker.errors import ErrorCode
+from reference_broker.groups import OFFSETS_TOPIC
 from reference_broker.handlers.common import (
     CLUSTER_ID,
     INTERNAL_TOPICS,
@@ -50,6 +51,8 @@ async def handle_metadata(broker: Broker, request: Request) -> Body:
             else:
                 names.append(name)
     allow_create = body.get("allow_auto_topic_creation", True) if version >= 4 else True
+    if OFFSETS_TOPIC in names and allow_create and broker.config.auto_create_topics:
+        broker.offsets.create_topic()  # Kafka creates its internal topic for a client naming it
     errors = await auto_create(broker, names) if allow_create else {}
     topics = [_topic_metadata(broker, name, errors.get(name)) for name in names]
     topics += [
@@ -267,7 +270,8 @@ def _config_source(kind: int, overridden: bool) -> int:
 
 
 def _refusal(name: str) -> tuple[ErrorCode, str] | None:
-    """Why a topic administration request may not touch ``name``: unknown or internal."""
+    """Why a topic administration request may not touch ``name``: an internal topic, whether
+    it exists or not (the offsets topic is created at the first group lookup)."""
     if name in INTERNAL_TOPICS:
         return ErrorCode.INVALID_TOPIC_EXCEPTION, f"{name!r} is an internal topic"
     return None
@@ -285,10 +289,10 @@ async def handle_delete_topics(broker: Broker, request: Request) -> Body:
         error, message = ErrorCode.NONE, None
         if name is None:
             error, message = ErrorCode.UNKNOWN_TOPIC_ID, f"no topic has id {topic_id}"
-        elif name not in broker.store.topics():
-            error, message = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}"
         elif refused := _refusal(name):
             error, message = refused
+        elif name not in broker.store.topics():
+            error, message = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}"
         else:
             topic_id = broker.store.topic_id(name)
             try:
@@ -316,10 +320,10 @@ async def handle_create_partitions(broker: Broker, request: Request) -> Body:
         name, count = topic["name"], topic["count"]
         current = broker.store.topics().get(name)
         error, message = ErrorCode.NONE, None
-        if current is None:
-            error, message = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}"
-        elif refused := _refusal(name):
+        if refused := _refusal(name):
             error, message = refused
+        elif current is None:
+            error, message = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}"
         elif topic["assignments"] is not None:
             error, message = (
                 ErrorCode.INVALID_REQUEST,
@@ -353,10 +357,10 @@ async def handle_delete_records(broker: Broker, request: Request) -> Body:
         for wanted in topic["partitions"]:
             index, low, error = wanted["partition_index"], -1, ErrorCode.NONE
             log = broker.store.partition(topic["name"], index)
-            if log is None:
-                error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-            elif _refusal(topic["name"]):
+            if _refusal(topic["name"]):
                 error = ErrorCode.INVALID_TOPIC_EXCEPTION
+            elif log is None:
+                error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             else:
                 try:
                     low = log.delete_records(wanted["offset"])

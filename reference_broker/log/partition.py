@@ -149,7 +149,9 @@ class PartitionLog:
 
     # --- append --------------------------------------------------------------------------------
 
-    def append(self, records: bytes | memoryview, *, leader_epoch: int = 0) -> AppendResult:
+    def append(
+        self, records: bytes | bytearray | memoryview, *, leader_epoch: int = 0
+    ) -> AppendResult:
         """Validate a produce request's batches, give them offsets, append them in one write.
 
         Nothing is written if any batch is invalid (InvalidBatch), the request is larger than
@@ -157,8 +159,9 @@ class PartitionLog:
         (OutOfOrderSequence, InvalidProducerEpoch); a retry of batches already in the log is
         answered with their offsets (``duplicate``). An append is all or nothing: if the disk
         fails any part of it (write, index entry, sync) it is rolled back and
-        KafkaStorageError raised. The bytearray copy is the only one: the base offsets and
-        leader epoch have to be written somewhere before the bytes go to the page cache.
+        KafkaStorageError raised. The base offsets and leader epoch are written into
+        ``records`` itself when it is writable (the request frame, which nothing reads after
+        the append), else into a copy: the bytes go to the page cache as they arrived.
         """
         if self._offline is not None:
             raise KafkaStorageError(self._offline)
@@ -172,7 +175,7 @@ class PartitionLog:
         duplicate = self.producer_states.find_duplicate(headers)
         if duplicate is not None:
             return AppendResult(duplicate.base_offset, duplicate.last_offset, 0, 0, 0, True)
-        data = bytearray(view)
+        data = bytearray(view) if view.readonly else view
         base_offset = offset = self.log_end_offset
         position = 0
         stamped = []

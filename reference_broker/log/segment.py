@@ -329,7 +329,7 @@ class Segment:
         self._bytes_since_index = mark.bytes_since_index
         self.dirty = mark.dirty
 
-    def append(self, data: bytes | bytearray, batches: list[BatchHeader]) -> None:
+    def append(self, data: bytes | bytearray | memoryview, batches: list[BatchHeader]) -> None:
         """Write ``data`` (exactly ``batches``, offsets already assigned) in one append, then
         its index entries. On OSError the caller rolls back to a ``mark`` taken before."""
         position = self.size

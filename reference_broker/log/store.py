@@ -63,7 +63,7 @@ class LogStore:
             shutil.rmtree(path)  # a topic deletion interrupted after its renames
         # name -> {"id": uuid, "partitions": n, "config": {...}}: the contents of topics.json
         self._metadata = self._read_metadata()
-        changed = not (self.log_dir / TOPICS_FILE).exists()
+        changed = False  # a new, empty log dir gets its file with its first topic
         for name, count in self._discover().items():
             entry = self._metadata.setdefault(name, {"partitions": 0, "config": {}})
             if count > entry["partitions"]:
