@@ -25,7 +25,7 @@ from reference_broker.admission import ConnectionQuotas, RequestMemory, default_
 from reference_broker.config import BrokerConfig
 from reference_broker.connection import Connection, Idle
 from reference_broker.errors import ErrorCode
-from reference_broker.groups import open_offset_store
+from reference_broker.groups import consumer_lag, open_offset_store
 from reference_broker.handlers import (
     ADVERTISED,
     HANDLERS,
@@ -115,8 +115,8 @@ class Broker:
 
     @functools.cached_property
     def coordinator(self) -> GroupCoordinator:
-        """The group coordinator, made at the first group request (or metrics scrape): its
-        modules cost about 7 ms of every start that serves no group."""
+        """The group coordinator, made at the first group request: its modules cost about
+        7 ms of every start that serves no group."""
         from reference_broker.groups import GroupCoordinator
 
         coordinator = GroupCoordinator(
@@ -375,9 +375,7 @@ class Broker:
                 yield "logbench_log_end_offset", labels, partition.log_end_offset
                 yield "logbench_log_start_offset", labels, partition.log_start_offset
                 yield "logbench_log_size_bytes", labels, partition.size_bytes
-        from reference_broker.groups import consumer_lag
-
-        for row in consumer_lag(self.coordinator, self._log_end):
+        for row in consumer_lag(self.offsets, self._log_end):
             labels = (
                 ("group", row.group_id),
                 ("partition", str(row.partition)),

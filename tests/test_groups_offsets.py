@@ -224,7 +224,8 @@ def test_consumer_lag_in_records_and_bytes(tmp_path: Path):
     try:
         for _ in range(5):
             topic_log.append(build_batch([(None, b"x" * 100), (None, b"y" * 100)]))
-        coordinator = GroupCoordinator(OffsetStore([offsets_log]))
+        store = OffsetStore([offsets_log])
+        coordinator = GroupCoordinator(store)
         coordinator.commit_offsets("behind", -1, "", None, [("orders", 0, 4, None)])
         coordinator.commit_offsets("ahead", -1, "", None, [("orders", 0, 12, None)])
         coordinator.commit_offsets("gone", -1, "", None, [("deleted", 0, 1, None)])
@@ -234,7 +235,7 @@ def test_consumer_lag_in_records_and_bytes(tmp_path: Path):
                 return None
             return topic_log.log_end_offset, topic_log.size_from(committed)
 
-        rows = consumer_lag(coordinator, log_end)
+        rows = consumer_lag(store, log_end)
         assert rows == [
             LagRow("ahead", "orders", 0, 12, 10, 0, 0),
             LagRow("behind", "orders", 0, 4, 10, 6, topic_log.size_from(4)),

@@ -2,8 +2,9 @@
 
 Handlers translate requests into these calls; nothing here parses or builds wire messages.
 
-The committed offsets are needed at start (the offsets topic is replayed then); the coordinator,
-its group model and the lag view only at the first group request. Their names are loaded when
+The committed offsets and the lag view over them are needed at start (the offsets topic is
+replayed then; a metrics scrape reports lag); the coordinator and its group model only at the
+first group request. Their names are loaded when
 first used (PEP 562), so a broker that imports this package for its offsets does not pay the
 coordinator's start-up cost (its dataclasses: about 7 ms of a 100 ms start).
 """
@@ -11,6 +12,7 @@ coordinator's start-up cost (its dataclasses: about 7 ms of a 100 ms start).
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from reference_broker.groups.lag import LagRow, consumer_lag
 from reference_broker.groups.offset_records import CommittedOffset
 from reference_broker.groups.offsets import OFFSETS_TOPIC, OffsetStore, open_offset_store
 
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
         MemberSummary,
         SyncGroupResult,
     )
-    from reference_broker.groups.lag import LagRow, consumer_lag
 
 _LOADED_WHEN_USED = {
     "GroupCoordinator": "coordinator",
@@ -36,8 +37,6 @@ _LOADED_WHEN_USED = {
     "LeaveGroupResult": "group",
     "MemberSummary": "group",
     "SyncGroupResult": "group",
-    "LagRow": "lag",
-    "consumer_lag": "lag",
 }
 
 

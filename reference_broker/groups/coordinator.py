@@ -8,7 +8,7 @@ NON_EMPTY_GROUP and GROUP_SUBSCRIBED_TO_TOPIC).
 """
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from reference_broker.errors import ErrorCode
 from reference_broker.groups.consumer_protocol import CONSUMER_PROTOCOL_TYPE, subscribed_topics
@@ -134,12 +134,6 @@ class GroupCoordinator(Membership):
         summaries = [g.summary() for g in self._groups.values()]
         offsets_only = [g for g in self._offsets.groups() if g not in self._groups]
         return summaries + [_offsets_only(g) for g in offsets_only]
-
-    def committed(self) -> Iterator[tuple[str, str, int, int]]:
-        """``(group_id, topic, partition, offset)`` for every committed offset, for lag."""
-        for group_id in self._offsets.groups():
-            for (topic, partition), c in self._offsets.group_offsets(group_id).items():
-                yield group_id, topic, partition, c.offset
 
     # --- administration ----------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ coordinator, so it cannot tell which partitions a consumer owns but has not comm
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from reference_broker.groups.coordinator import GroupCoordinator
+from reference_broker.groups.offsets import OffsetStore
 
 LogEnd = Callable[[str, int, int], tuple[int, int] | None]
 """(topic, partition, committed offset) -> (log end offset, bytes from committed offset to the
@@ -37,14 +37,21 @@ class LagRow:
     lag_bytes: int
 
 
-def consumer_lag(coordinator: GroupCoordinator, log_end: LogEnd) -> list[LagRow]:
+def consumer_lag(offsets: OffsetStore, log_end: LogEnd) -> list[LagRow]:
     """Lag of every committed partition of every group, sorted by group, topic, partition.
+    It needs the committed offsets only, never the coordinator (which a broker makes at its
+    first group request: a metrics scrape does not make it).
 
     ``log_end`` is passed in rather than a log store so that this view stays independent of
     the log's API; the broker wires it.
     """
     rows = []
-    for group_id, topic, partition, committed in sorted(coordinator.committed()):
+    committed_offsets = (
+        (group_id, topic, partition, c.offset)
+        for group_id in offsets.groups()
+        for (topic, partition), c in offsets.group_offsets(group_id).items()
+    )
+    for group_id, topic, partition, committed in sorted(committed_offsets):
         end = log_end(topic, partition, committed)
         if end is None:
             continue
