@@ -32,7 +32,7 @@ from pytest_logbench.assertions import assert_cheaper, assert_faster, assert_zer
 from pytest_logbench.ceiling import RawFetchWorkload
 from pytest_logbench.client import Consumer
 from pytest_logbench.results import paired_ratios
-from pytest_logbench.stats import median_lower_bound
+from pytest_logbench.stats import paired_ratio_bounds
 from pytest_logbench.tables import print_comparison
 from pytest_logbench.workloads import FetchWorkload, client_options
 
@@ -40,9 +40,9 @@ SIZE = "128 MiB"
 ROUNDS = 7
 
 
-def _machine_favours_sendfile(measure, near) -> tuple[bool, float, float]:
-    """Whether bare sendfile beats bare pread + send here (95 % lower bound of the per-round
-    GB/s ratio above 1), with the median ratios of GB/s and CPU per GB."""
+def _machine_favours_sendfile(measure, near) -> tuple[float, float, float]:
+    """How bare sendfile compares with bare pread + send here: the 95 % lower bound of the
+    typical per-round GB/s ratio (signed-rank), and the median ratios of GB/s and CPU per GB."""
     raw_zc, raw_cp = measure.compare(
         RawFetchWorkload(None, 128 << 20, near=near),
         RawFetchWorkload(None, 128 << 20, near=near, mode="copy"),
@@ -53,8 +53,8 @@ def _machine_favours_sendfile(measure, near) -> tuple[bool, float, float]:
     ratios = print_comparison(
         "the machine itself: bare sendfile vs bare pread + send", raw_zc, raw_cp
     )
-    favours = median_lower_bound(paired_ratios(raw_zc, raw_cp), 0.95) > 1
-    return favours, ratios["throughput"], ratios.get("cpu", float("nan"))
+    lower = paired_ratio_bounds(paired_ratios(raw_zc, raw_cp), 0.95).lower
+    return lower, ratios["throughput"], ratios.get("cpu", float("nan"))
 
 
 @pytest.mark.parametrize("other", ["copy", "tls"])
@@ -81,8 +81,8 @@ def test_zero_copy_against(broker_factory, measure, other, tmp_path):
             assert_cheaper(a, b, cpu_per_gb_by=1.0)
         print("Confirmed at 95 % confidence: TLS is slower and dearer per GB than sendfile.")
     else:
-        favours, raw_speed, raw_cpu = _machine_favours_sendfile(measure, tmp_path)
-        if favours:
+        lower, raw_speed, raw_cpu = _machine_favours_sendfile(measure, tmp_path)
+        if lower > 1:
             assert_faster(a, b, by=1.0)
             print(
                 f"Confirmed at 95 % confidence: sendfile beats the copy path here, as the "
@@ -90,12 +90,13 @@ def test_zero_copy_against(broker_factory, measure, other, tmp_path):
             )
         else:
             print(
-                f"This machine moves bytes no faster by bare sendfile than by bare pread + "
-                f"send ({raw_speed:.2f}x the GB/s, {raw_cpu:.2f}x the sender CPU per GB): "
+                f"On this machine bare sendfile is not reliably faster than bare pread + send "
+                f"({raw_speed:.2f}x the GB/s in the median round, 95 % lower bound "
+                f"{lower:.2f}x; {raw_cpu:.2f}x the sender CPU per GB): "
                 "on loopback the receiver's copy and the per-page work of splicing page-cache "
-                "pages into socket buffers cost about what the sender's copy saves. So the "
-                "broker's zero-copy path cannot win on GB/s here either; the syscall counts "
-                "below show what it does save."
+                "pages into socket buffers can cost what the sender's copy saves, and this VM "
+                "swings between the two. So the broker's zero-copy path is not held to a GB/s "
+                "win here; the syscall counts below show what it always saves."
             )
 
     for broker, workload, name in (
