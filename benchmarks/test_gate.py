@@ -25,16 +25,15 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import pytest
 from sizes import SMOKE
 
 from pytest_logbench.contention import busy_cores
+from pytest_logbench.revisions import broker_code
 
 pytestmark = pytest.mark.timeout(4 * 3600)  # 160 gate sessions take ~20-30 minutes
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 RUNS = int(os.environ.get("LOGBENCH_GATE_RUNS", "1" if SMOKE else "20"))
 SLOWDOWNS = (1.0, 1.25, 1.5, 2.0)
 TARGETS = {  # (slowdown, load): (runs flagged, "at least" or "at most", out of 20)
@@ -78,12 +77,7 @@ def _session(project, slowdown: float, *args: str) -> subprocess.CompletedProces
 
 
 def test_gate_detection_and_false_alarm_rates(tmp_path):
-    head = subprocess.run(
-        ["git", "-C", str(CHECKOUT), "rev-parse", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    head = broker_code("HEAD").commit  # this checkout's
     project = tmp_path / "project"
     project.mkdir()
     (project / "test_gated.py").write_text(GATED_TEST)

@@ -8,7 +8,7 @@ import math
 import random
 import shutil
 import subprocess
-from pathlib import Path
+from dataclasses import replace
 
 import psutil
 import pytest
@@ -121,27 +121,21 @@ def test_beside_the_raw_peer_a_baseline_decides_and_the_control_only_excuses():
     baseline = _beside([1.0, 1.02, 0.98] * 5, raw)
     assert paired_change(baseline, "throughput", GATE[0]) is None
     # Everything halved, broker and raw peer alike: a busy machine, excused.
-    busy = Result(
-        "fetch-warm",
-        tuple(
-            Round(r.bytes, r.records, r.seconds * 2, None, None, None, None, r.control_bytes, 2.0)
-            for r in baseline.rounds[:10]
-        ),
-        baseline.workload,
-    )
-    [change] = compare([busy], {baseline.key: baseline}, GATE)
+    [change] = compare([_halved(baseline, control_seconds=2.0)], {baseline.key: baseline}, GATE)
     assert change.control is not None and not change.regressed
     # The broker halved, the raw peer not: regressed.
-    slower = Result(
-        "fetch-warm",
-        tuple(
-            Round(r.bytes, r.records, r.seconds * 2, None, None, None, None, r.control_bytes, 1.0)
-            for r in baseline.rounds[:10]
-        ),
-        baseline.workload,
-    )
-    [change] = compare([slower], {baseline.key: baseline}, GATE)
+    [change] = compare([_halved(baseline, control_seconds=1.0)], {baseline.key: baseline}, GATE)
     assert change.regressed and change.reference is None
+
+
+def _halved(result, control_seconds):
+    """Ten of ``result``'s rounds at half the throughput, their control taking
+    ``control_seconds``."""
+    rounds = tuple(
+        replace(r, seconds=r.seconds * 2, control_seconds=control_seconds)
+        for r in result.rounds[:10]
+    )
+    return Result(result.name, rounds, result.workload)
 
 
 # --- the revision's code and broker ----------------------------------------------------------
@@ -266,13 +260,7 @@ def test_fetch(broker, measure):
 @pytest.mark.slow
 def test_the_gate_beside_a_revision_fails_a_slowed_broker(pytester):
     pytester.makepyfile(test_gated=GATED)
-    checkout = Path(reference_broker.__file__).resolve().parents[1]
-    head = subprocess.run(
-        ["git", "-C", str(checkout), "rev-parse", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    head = broker_code("HEAD").commit  # the checkout logbench runs from
     gate = ["-p", "no:cacheprovider", "--logbench-compare-ref=HEAD"]
     gate += ["--logbench-compare-fail=throughput:10%", "--logbench-json=gate.json"]
     slowed = pytester.runpytest(*gate, "--logbench-fetch-slowdown=4")
