@@ -18,7 +18,7 @@ from typing import Any
 
 from pytest_logbench.client import Consumer, HarnessClient, Transfer
 from pytest_logbench.contract import Broker
-from pytest_logbench.end_to_end import STAMP, PacedProducerSpec, ProducerAndReader
+from pytest_logbench.end_to_end import STAMP, ProducerAndReader
 from pytest_logbench.members import Stop, event
 from pytest_logbench.stats import parse_rate, parse_size
 from pytest_logbench.workloads import broker_traits, fresh_topic
@@ -123,16 +123,7 @@ class BacklogDrainWorkload(ProducerAndReader):
         }
 
     def members(self, options: dict[str, Any]) -> tuple[list[Any], list[str]]:
-        producer = PacedProducerSpec(
-            self.broker.bootstrap,
-            options,
-            self.topic,
-            self.record_bytes,
-            self.acks,
-            batch_records=self.batch_records,
-            until=self._drained,
-            latency_after=self._draining,
-        )
+        producer = self.paced_producer(options, until=self._drained, latency_after=self._draining)
         reader = BacklogReaderSpec(
             self.broker.bootstrap, options, self.topic, self._draining, self._drained
         )

@@ -139,11 +139,26 @@ class ProducerAndReader:
 
     broker: Broker
     topic: str
+    record_bytes: int
+    acks: int
+    batch_records: int
     _client: HarnessClient | None = None
     _members: MemberGroup | None = None
 
     def members(self, options: dict[str, Any]) -> tuple[list[Any], list[str]]:
         raise NotImplementedError
+
+    def paced_producer(self, options: dict[str, Any], **stops: Stop | None) -> PacedProducerSpec:
+        """The paced producer of this workload's records (``until`` / ``latency_after``)."""
+        return PacedProducerSpec(
+            self.broker.bootstrap,
+            options,
+            self.topic,
+            self.record_bytes,
+            self.acks,
+            batch_records=self.batch_records,
+            **stops,
+        )
 
     def setup(self) -> None:
         options = client_options(self.broker)
@@ -208,18 +223,8 @@ class EndToEndLatencyWorkload(ProducerAndReader):
         }
 
     def members(self, options: dict[str, Any]) -> tuple[list[Any], list[str]]:
-        producer = PacedProducerSpec(
-            self.broker.bootstrap,
-            options,
-            self.topic,
-            self.record_bytes,
-            self.acks,
-            batch_records=self.batch_records,
-        )
-        return [producer, TailReaderSpec(self.broker.bootstrap, options, self.topic)], [
-            "producer",
-            "tail",
-        ]
+        tail = TailReaderSpec(self.broker.bootstrap, options, self.topic)
+        return [self.paced_producer(options), tail], ["producer", "tail"]
 
     def prepare(self) -> None:
         """Nothing: the tail is in the page cache by nature."""

@@ -99,6 +99,21 @@ class _ConfluentMember:
         self.consumer.close()
 
 
+def _python_group_config(bootstrap: str, group: str, timeouts: dict[str, int]) -> dict[str, Any]:
+    """What the kafka-python and aiokafka members share: manual commits from the earliest
+    offset, the test's timeouts, CRCs checked."""
+    return {
+        "bootstrap_servers": bootstrap,
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": timeouts["session"],
+        "heartbeat_interval_ms": timeouts["heartbeat"],
+        "max_poll_interval_ms": timeouts["rebalance"],
+        "check_crcs": True,
+    }
+
+
 class _KafkaPythonMember:
     """A subscribed kafka-python consumer (its default range assignor, manual commits)."""
 
@@ -107,14 +122,7 @@ class _KafkaPythonMember:
 
         self.topic = topic
         self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=timeouts["session"],
-            heartbeat_interval_ms=timeouts["heartbeat"],
-            max_poll_interval_ms=timeouts["rebalance"],
-            check_crcs=True,
+            **_python_group_config(bootstrap, group, timeouts),
         )
         # Learn the topic's partitions before joining. Otherwise a leader may assign before its
         # first metadata answer (the reference broker, with no initial rebalance delay, answers
@@ -169,15 +177,8 @@ class _AiokafkaMember:
 
         consumer = AIOKafkaConsumer(  # needs a running loop to be constructed
             topic,
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=timeouts["session"],
-            heartbeat_interval_ms=timeouts["heartbeat"],
-            max_poll_interval_ms=timeouts["rebalance"],
             rebalance_timeout_ms=timeouts["rebalance"],
-            check_crcs=True,
+            **_python_group_config(bootstrap, group, timeouts),
         )
         await consumer.start()
         return consumer
