@@ -141,5 +141,16 @@ async def stable_pair(coordinator: GroupCoordinator) -> tuple[JoinGroupResult, J
     return leader, follower
 
 
+def expires_exactly_after(
+    coordinator: GroupCoordinator, clock: FakeClock, ms: int, waiting: asyncio.Future[Any]
+) -> None:
+    """``waiting`` is still pending one step before ``ms`` have passed, and done at ``ms``."""
+    clock.advance(ms - STEP_MS)
+    coordinator.tick()
+    assert not waiting.done()
+    clock.advance(STEP_MS)
+    coordinator.tick()
+
+
 def state(coordinator: GroupCoordinator, group: str = GROUP) -> GroupState:
     return next(s.state for s in coordinator.describe() if s.group_id == group)

@@ -15,6 +15,7 @@ from tests.coordinator_harness import (
     STEP_MS,
     async_test,
     completing_pair,
+    expires_exactly_after,
     join,
     settle,
     stable_pair,
@@ -51,11 +52,7 @@ async def test_members_that_do_not_rejoin_in_time_are_removed(coordinator, clock
     leader, follower = await stable_pair(coordinator)
     rejoin = asyncio.create_task(join(coordinator, leader.member_id))
     await settle()
-    clock.advance(REBALANCE_MS - STEP_MS)
-    coordinator.tick()
-    assert not rejoin.done()
-    clock.advance(STEP_MS)
-    coordinator.tick()
+    expires_exactly_after(coordinator, clock, REBALANCE_MS, rejoin)
     result = await rejoin
     assert (result.generation_id, [m.member_id for m in result.members]) == (2, [leader.member_id])
     assert coordinator.heartbeat(GROUP, 1, follower.member_id, None) is (
@@ -98,11 +95,7 @@ async def test_pending_member_blocks_the_rebalance_until_it_expires(coordinator,
     pending = await join(coordinator, require_known=True)
     joining = asyncio.create_task(join(coordinator, rebalance_ms=60_000))
     await settle()
-    clock.advance(SESSION_MS - STEP_MS)
-    coordinator.tick()
-    assert not joining.done()
-    clock.advance(STEP_MS)
-    coordinator.tick()
+    expires_exactly_after(coordinator, clock, SESSION_MS, joining)
     result = await joining
     assert (result.error, result.generation_id, len(result.members)) == (ErrorCode.NONE, 1, 1)
     assert (await join(coordinator, pending.member_id)).error is ErrorCode.UNKNOWN_MEMBER_ID
